@@ -1,0 +1,205 @@
+"""The one switch between NumPy (CPU) and CuPy (CUDA).
+
+This is the only module of tinygpt that imports ``numpy`` or ``cupy``. Every other
+module asks it for the active array module::
+
+    from autograd import backend
+    xp = backend.xp()          # numpy or cupy
+    y = xp.exp(x)
+
+The device is chosen once, at import, from the environment variable
+``TINYGPT_DEVICE`` (``cpu``, the default, or ``cuda``), and can be changed later with
+``use_backend("numpy" | "cupy")`` (``"cpu"``/``"cuda"`` are accepted as synonyms).
+Arrays made under one backend belong to it: switch before building a model, not
+in the middle of a computation.
+
+Besides the switch, this module holds the only other global state of the engine:
+the random number generator (``seed``/``rng``), so that one seed fixes every random
+draw (initialisation, dropout, batches, sampling).
+
+``np`` is exported for host-side work that is not array math on the device: reading
+and writing files, memory-mapped token caches, safetensors.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = [
+    "BackendUnavailable", "use_backend", "xp", "name", "is_cuda", "to_numpy", "asarray",
+    "seed", "rng", "get_rng_state", "set_rng_state", "scatter_add_rows", "index_add", "device_info",
+    "synchronize", "np",
+]
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested array backend cannot be used on this machine."""
+
+
+_CUDA_FIX = 'install CuPy for your CUDA version: pip install "tinygpt[cuda]" (CUDA 12) or "tinygpt[cuda13]" (CUDA 13)'
+
+_ALIASES = {"numpy": "numpy", "cpu": "numpy", "cupy": "cupy", "cuda": "cupy", "gpu": "cupy"}
+
+_state = {"name": "numpy", "xp": np, "rng": None, "seed": 0}
+
+
+def _load_cupy():
+    """Import CuPy and check that a CUDA device is there; one clear error otherwise."""
+    try:
+        import cupy  # noqa: F401  (the one place CuPy is imported)
+    except Exception as exc:  # ImportError, or a broken CUDA runtime raising at import
+        raise BackendUnavailable(
+            f"CuPy is not installed or failed to import ({type(exc).__name__}: {exc}); {_CUDA_FIX}"
+        ) from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        raise BackendUnavailable(
+            f"CuPy is installed but no CUDA device can be used ({exc}); "
+            "run on a machine with an NVIDIA GPU and driver, or use --device cpu"
+        ) from None
+    if count < 1:
+        raise BackendUnavailable("CuPy is installed but no CUDA device was found; use --device cpu")
+    return cupy
+
+
+def use_backend(name: str) -> None:
+    """Select the array module: ``"numpy"``/``"cpu"`` or ``"cupy"``/``"cuda"``.
+
+    Raises ``BackendUnavailable`` (one line, saying what is missing and how to fix it)
+    when CuPy or a CUDA device is not available.
+    """
+    key = _ALIASES.get(str(name).lower())
+    if key is None:
+        raise ValueError(f"unknown backend {name!r}: choose 'numpy' (cpu) or 'cupy' (cuda)")
+    module = np if key == "numpy" else _load_cupy()
+    _state["name"] = key
+    _state["xp"] = module
+    seed(_state["seed"])  # a fresh generator on the new device, same seed
+
+
+def xp():
+    """The active array module (``numpy`` or ``cupy``)."""
+    return _state["xp"]
+
+
+def name() -> str:
+    """``"numpy"`` or ``"cupy"``."""
+    return _state["name"]
+
+
+def is_cuda() -> bool:
+    return _state["name"] == "cupy"
+
+
+def to_numpy(array):
+    """A host NumPy array from a NumPy or CuPy array (or anything array-like)."""
+    if hasattr(array, "get") and not isinstance(array, np.ndarray):
+        return array.get()
+    return np.asarray(array)
+
+
+def asarray(data, dtype=None):
+    """``data`` as an array of the active backend (copied to the device if needed)."""
+    return _state["xp"].asarray(data, dtype=dtype)
+
+
+def synchronize() -> None:
+    """Wait for queued device work (for honest timings); a no-op on CPU."""
+    if is_cuda():
+        _state["xp"].cuda.get_current_stream().synchronize()
+
+
+def device_info() -> str:
+    """One line naming the device arrays live on."""
+    if not is_cuda():
+        return "cpu (numpy " + np.__version__ + ")"
+    cp = _state["xp"]
+    dev = cp.cuda.Device()
+    props = cp.cuda.runtime.getDeviceProperties(dev.id)
+    gpu = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    return f"cuda:{dev.id} {gpu} (cupy {cp.__version__})"
+
+
+# ----------------------------------------------------------------------------- RNG
+def seed(value: int) -> None:
+    """Seed the engine's one random generator (on the active device)."""
+    _state["seed"] = int(value)
+    if is_cuda():
+        _state["rng"] = _state["xp"].random.default_rng(int(value))
+    else:
+        _state["rng"] = np.random.default_rng(int(value))
+
+
+def rng():
+    """The engine's random generator (``numpy.random.Generator`` or CuPy's)."""
+    if _state["rng"] is None:
+        seed(_state["seed"])
+    return _state["rng"]
+
+
+def get_rng_state() -> dict:
+    """A JSON-serialisable snapshot of the generator, for exact resumption."""
+    gen = rng()
+    if is_cuda():  # CuPy's generator state is not exposed; record the seed only
+        return {"backend": "cupy", "seed": _state["seed"]}
+    state = gen.bit_generator.state
+    return {"backend": "numpy", "bit_generator": state["bit_generator"],
+            "state": {k: int(v) for k, v in state["state"].items()},
+            "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore a snapshot made by ``get_rng_state``."""
+    if state.get("backend") != "numpy" or is_cuda():
+        seed(state.get("seed", 0))
+        return
+    gen = rng()
+    gen.bit_generator.state = {"bit_generator": state["bit_generator"], "state": dict(state["state"]),
+                               "has_uint32": state["has_uint32"], "uinteger": state["uinteger"]}
+
+
+# ----------------------------------------------------------------------------- device primitives
+def scatter_add_rows(out, ids, rows) -> None:
+    """``out[ids[i]] += rows[i]`` for every i, exact when ids repeat.
+
+    ``out`` is (V, C), ``ids`` is (N,) integers and ``rows`` is (N, C). The naive
+    ``out[ids] += rows`` keeps only one of the repeated rows; ``numpy.add.at`` is exact
+    but slow. On CPU we sort the ids, sum each run of equal ids with
+    ``numpy.add.reduceat`` and write every distinct id once. On CUDA, CuPy's
+    ``scatter_add`` does the same with atomic adds.
+    """
+    if is_cuda():
+        import cupyx  # noqa: F401  (part of CuPy: still the one place it is imported)
+        cupyx.scatter_add(out, ids, rows)
+        return
+    if ids.size == 0:
+        return
+    order = np.argsort(ids, kind="stable")                 # (N,)
+    sorted_ids = ids[order]                               # (N,)
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])  # first index of each run
+    sums = np.add.reduceat(rows[order], starts, axis=0)   # (U, C): one row per distinct id
+    out[sorted_ids[starts]] += sums                        # distinct ids: plain indexing is exact
+
+
+def index_add(out, index, values) -> None:
+    """``out[index] += values`` where ``index`` may pick an element more than once
+    (advanced indexing); every repeat is added, unlike plain ``+=``."""
+    if is_cuda():
+        import cupyx  # noqa: F401  (part of CuPy: still the one place it is imported)
+        cupyx.scatter_add(out, index, values)
+    else:
+        np.add.at(out, index, values)
+
+
+def _init_from_environment() -> None:
+    wanted = os.environ.get("TINYGPT_DEVICE", "").strip().lower()
+    if wanted in ("", "cpu", "numpy"):
+        return
+    if wanted not in _ALIASES:
+        raise ValueError(f"TINYGPT_DEVICE={wanted!r} is not understood: use 'cpu' or 'cuda'")
+    use_backend(wanted)
+
+
+_init_from_environment()

@@ -1,0 +1,7 @@
+"""Hand-written kernels: one file each, forward and hand-derived backward side by side.
+
+Each kernel is ONE node of the graph: its backward is written out (the derivation is
+in the file's docstring, in the same symbols as the code), not recorded from smaller
+operations. Shapes use B (batch), T (time), C (channels), nh (heads), hs (head size),
+V (vocabulary), N (rows = B*T).
+"""

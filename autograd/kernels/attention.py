@@ -1,0 +1,96 @@
+"""Causal scaled dot-product self-attention, one node with a hand-derived backward.
+
+Shapes
+    q       : (B, nh, Tq, hs)    queries
+    k, v    : (B, nh, Tk, hs)    keys and values, Tk >= Tq
+    S, P    : (B, nh, Tq, Tk)    scores and attention weights
+    out     : (B, nh, Tq, hs)
+
+In training Tq == Tk == T. With a KV cache, the Tq new queries are the last Tq
+positions of the Tk keys: query i sits at absolute position i + (Tk - Tq).
+
+Forward (Vaswani et al., "Attention Is All You Need", 2017, eq. 1, with a causal mask)
+    S[i, j] = (q_i . k_j) / sqrt(hs)
+    S[i, j] = -inf  where j > i + (Tk - Tq)        (no looking at the future)
+    P[i, :] = softmax(S[i, :])                     (masked entries get P = 0 exactly)
+    out_i   = sum_j P[i, j] v_j                    ->  out = P @ v
+
+Backward (g = dL/dout, shape (B, nh, Tq, hs)), per batch and head:
+    out = P v                      ->  dv = P^T g          (Tk, hs)
+                                       dP = g v^T          (Tq, Tk)
+    P[i,:] = softmax(S[i,:])       ->  dS[i, j] = P[i, j] (dP[i, j] - sum_l dP[i, l] P[i, l])
+                                       (the softmax backward; dS = 0 wherever P = 0, so the
+                                        masked entries send no gradient anywhere)
+    S = q k^T / sqrt(hs)           ->  dq = dS k / sqrt(hs)    (Tq, hs)
+                                       dk = dS^T q / sqrt(hs)  (Tk, hs)
+
+Cost: four batched matrix products of T*T*hs multiply-adds per head (two forward, four
+backward), and P (B*nh*T*T floats) is kept between forward and backward.
+"""
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from ..function import Function
+
+_MASKS = {}
+
+
+def _future_bias(tq: int, tk: int, dtype):
+    """(Tq, Tk) additive mask: -inf where key j is in query i's future, 0 elsewhere.
+
+    Adding it to the scores is one broadcast add; cached per shape and dtype."""
+    xp = backend.xp()
+    key = (tq, tk, str(dtype), backend.name())
+    bias = _MASKS.get(key)
+    if bias is None:
+        future = xp.triu(xp.ones((tq, tk), dtype=bool), k=tk - tq + 1)
+        bias = xp.where(future, -xp.inf, 0.0).astype(dtype)
+        if len(_MASKS) > 64:
+            _MASKS.clear()
+        _MASKS[key] = bias
+    return bias
+
+
+class CausalAttention(Function):
+    @staticmethod
+    def forward(ctx, q, k, v):
+        xp = backend.xp()
+        if q.ndim != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
+            raise ValueError(f"causal_attention: expected q (B, nh, Tq, hs) and k, v (B, nh, Tk, hs), "
+                             f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        tq, tk, hs = q.shape[2], k.shape[2], q.shape[3]
+        if tk < tq:
+            raise ValueError(f"causal_attention: {tk} keys cannot serve {tq} queries")
+        scale = 1.0 / math.sqrt(hs)
+        att = q @ xp.swapaxes(k, -1, -2)                     # (B, nh, Tq, Tk), q k^T
+        att *= scale                                         # S
+        if tq > 1:                                           # one query sees every key: no mask
+            att += _future_bias(tq, tk, att.dtype)           # -inf on the future
+        att -= att.max(axis=-1, keepdims=True)               # stable softmax, row by row
+        xp.exp(att, out=att)
+        att /= att.sum(axis=-1, keepdims=True)               # P
+        out = att @ v                                        # (B, nh, Tq, hs)
+        ctx.save_for_backward(q, k, v, att)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = backend.xp()
+        q, k, v, p = ctx.saved
+        dv = xp.swapaxes(p, -1, -2) @ g                      # (B, nh, Tk, hs), P^T g
+        ds = g @ xp.swapaxes(v, -1, -2)                      # (B, nh, Tq, Tk), dP = g v^T
+        row = (ds * p).sum(axis=-1, keepdims=True)           # (B, nh, Tq, 1), sum_l dP P
+        ds -= row
+        ds *= p                                              # dS, zero where masked
+        ds *= ctx.scale                                      # fold 1/sqrt(hs) in once
+        dq = ds @ k                                          # (B, nh, Tq, hs)
+        dk = xp.swapaxes(ds, -1, -2) @ q                     # (B, nh, Tk, hs)
+        return dq, dk, dv
+
+
+def causal_attention(q, k, v):
+    """softmax(q k^T / sqrt(hs) + causal mask) @ v for q, k, v of shape (B, nh, T, hs)."""
+    return CausalAttention.apply(q, k, v)

@@ -1,0 +1,60 @@
+"""Embedding lookup: out = W[ids].
+
+Shapes
+    ids : (...) integers in [0, V)      (B, T) for token ids
+    W   : (V, C)
+    out : (..., C)
+
+Forward
+    out[n, :] = W[ids[n], :]       (n runs over every position of ids)
+
+Backward (g = dL/dout, shape (..., C)). Row W[v] is copied to every position n with
+ids[n] == v, so its gradient is the sum of the gradients of all those copies:
+
+    dL/dW[v, :] = sum_{n : ids[n] == v} g[n, :]
+
+This is a scatter-add. ``dW[ids] += g`` is wrong: when an id repeats (the same
+token twice in a batch, which is the common case), NumPy's fancy assignment keeps
+only one of the rows. ``backend.scatter_add_rows`` is exact: on CPU it sorts the ids
+and sums each run of equal ids (``numpy.add.reduceat``), on CUDA it uses atomic adds.
+The ids get no gradient (they are integers).
+"""
+from __future__ import annotations
+
+from .. import backend
+from ..function import Function
+
+
+class Embedding(Function):
+    @staticmethod
+    def forward(ctx, ids, weight):
+        xp = backend.xp()
+        ids = xp.asarray(ids)
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"embedding: ids must be integers, got {ids.dtype}")
+        vocab = weight.shape[0]
+        if ids.size and not backend.is_cuda():  # a host-side check; on CUDA it would force a sync
+            low, high = int(ids.min()), int(ids.max())
+            if low < 0 or high >= vocab:
+                bad = low if low < 0 else high
+                raise IndexError(f"embedding: id {bad} is outside the table of {vocab} rows")
+        ctx.save_for_backward(ids)
+        ctx.weight_shape, ctx.dtype = weight.shape, weight.dtype
+        return weight[ids]                                   # (..., C)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = backend.xp()
+        (ids,) = ctx.saved
+        vocab, channels = ctx.weight_shape
+        dw = xp.zeros((vocab, channels), dtype=ctx.dtype)    # (V, C)
+        backend.scatter_add_rows(dw, ids.reshape(-1), g.reshape(-1, channels))
+        return None, dw
+
+
+def embedding(ids, weight):
+    """Rows of ``weight`` (V, C) picked by integer ``ids``; returns (..., C)."""
+    from ..tensor import Tensor
+    if isinstance(ids, Tensor):
+        ids = ids.data
+    return Embedding.apply(ids, weight)

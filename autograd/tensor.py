@@ -1,0 +1,308 @@
+"""Tensor: an array plus what reverse-mode differentiation needs.
+
+A Tensor holds ``data`` (a NumPy or CuPy array), ``grad`` (filled by ``backward``
+for tensors that require it) and, when it was produced by a recorded operation,
+``_ctx``: the Function node that made it, which remembers its inputs.
+
+``loss.backward()`` walks those nodes from the loss back to the leaves in reverse
+topological order (computed with an explicit stack, so a graph of any depth is fine),
+calls each node's hand-written ``backward`` once with the sum of all gradients that
+reached it, and accumulates into ``.grad`` of the leaves that require grad.
+"""
+from __future__ import annotations
+
+from . import backend
+from .function import is_grad_enabled
+
+__all__ = ["Tensor", "tensor"]
+
+_DTYPES = {"float32", "float64", "float16", "bfloat16", "int32", "int64", "uint16", "uint8", "bool"}
+
+
+def _resolve_dtype(dtype):
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}")
+        return backend.xp().dtype(dtype)
+    return backend.xp().dtype(dtype)
+
+
+class Tensor:
+    """An n-dimensional array that can record how it was computed.
+
+    ``Tensor(data)`` copies nothing when ``data`` is already an array of the active
+    backend and of the wanted dtype. Floating data becomes float32 unless ``dtype``
+    says otherwise (``dtype="float64"`` for gradient checks); integer and boolean data
+    keep their type (token ids, masks).
+    """
+
+    __array_priority__ = 1000  # so that ndarray (op) Tensor defers to Tensor's operators
+
+    def __init__(self, data, dtype=None, requires_grad=False, name=None, _keep=False):
+        xp = backend.xp()
+        if isinstance(data, Tensor):
+            data = data.data
+        if _keep:
+            array = data  # produced by an op: already an array of the right dtype
+        else:
+            want = _resolve_dtype(dtype)
+            array = backend.asarray(data)
+            if want is None and array.dtype.kind == "f" and array.dtype != xp.float32:
+                want = xp.dtype("float32")
+            if want is not None and array.dtype != want:
+                array = array.astype(want)
+        self.data = array
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        if self.requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require grad (got {self.data.dtype})")
+        self.name = name
+        self._ctx = None
+
+    # ------------------------------------------------------------------ array-like
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def __len__(self):
+        return len(self.data)
+
+    def numpy(self):
+        """The values as a host NumPy array (copied from the GPU if needed)."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        return self.data.item()
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({backend.to_numpy(self.data)!r}{grad})"
+
+    @property
+    def is_leaf(self):
+        return self._ctx is None
+
+    def detach(self):
+        """The same values, cut from the graph (shares memory, requires no grad)."""
+        return Tensor(self.data, requires_grad=False, _keep=True)
+
+    def astype(self, dtype):
+        """A copy in another dtype, cut from the graph."""
+        return Tensor(self.data.astype(_resolve_dtype(dtype)), requires_grad=False, _keep=True)
+
+    def zero_grad(self):
+        self.grad = None
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        ``grad`` is dL/d(self); it may be left out only when self holds one value.
+        Unless ``retain_graph``, each node's saved arrays are released once used.
+        """
+        xp = backend.xp()
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad: "
+                               "no input had requires_grad=True, or it was computed under no_grad()")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() on a tensor of shape {tuple(self.shape)} needs its gradient: "
+                    "pass backward(grad) with that shape, or reduce to one value first (e.g. .sum())")
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else backend.asarray(grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(grad): grad has shape {grad.shape}, expected {self.shape}")
+
+        grads = {id(self): grad}
+        for node in _reverse_topological(self):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            ctx = node._ctx
+            if ctx is None:  # a leaf
+                if node.requires_grad:
+                    node.grad = g if node.grad is None else node.grad + g
+                continue
+            input_grads = ctx.fn.backward(ctx, g)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            seen = set()
+            for inp, ig in zip(ctx.inputs, input_grads):
+                if inp is None or ig is None or not inp.requires_grad:
+                    continue
+                if id(ig) in seen:  # the same array handed to two inputs: give each its own
+                    ig = ig.copy()
+                seen.add(id(ig))
+                key = id(inp)
+                grads[key] = ig if key not in grads else grads[key] + ig
+            if not retain_graph:
+                node._ctx = None  # release the saved arrays as we go
+
+    # ------------------------------------------------------------------ operators
+    def __add__(self, other):
+        return ops.add(self, other)
+
+    def __radd__(self, other):
+        return ops.add(other, self)
+
+    def __sub__(self, other):
+        return ops.sub(self, other)
+
+    def __rsub__(self, other):
+        return ops.sub(other, self)
+
+    def __mul__(self, other):
+        return ops.mul(self, other)
+
+    def __rmul__(self, other):
+        return ops.mul(other, self)
+
+    def __truediv__(self, other):
+        return ops.div(self, other)
+
+    def __rtruediv__(self, other):
+        return ops.div(other, self)
+
+    def __neg__(self):
+        return ops.neg(self)
+
+    def __pow__(self, exponent):
+        return ops.pow(self, exponent)
+
+    def __rpow__(self, base):
+        return ops.pow(base, self)
+
+    def __matmul__(self, other):
+        return ops.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return ops.matmul(other, self)
+
+    def __getitem__(self, index):
+        return ops.getitem(self, index)
+
+    # Comparisons give plain boolean tensors (no gradient), handy for masks.
+    def __lt__(self, other):
+        return Tensor(self.data < _raw(other))
+
+    def __le__(self, other):
+        return Tensor(self.data <= _raw(other))
+
+    def __gt__(self, other):
+        return Tensor(self.data > _raw(other))
+
+    def __ge__(self, other):
+        return Tensor(self.data >= _raw(other))
+
+    __hash__ = object.__hash__
+
+    # ------------------------------------------------------------------ methods
+    def sum(self, axis=None, keepdims=False):
+        return ops.sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return ops.mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return ops.max(self, axis, keepdims)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return ops.reshape(self, shape)
+
+    def view(self, *shape):
+        return self.reshape(*shape)
+
+    def transpose(self, axis1=-2, axis2=-1):
+        return ops.transpose(self, axis1, axis2)
+
+    def permute(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return ops.permute(self, axes)
+
+    @property
+    def T(self):
+        return ops.permute(self, tuple(reversed(range(self.ndim))))
+
+    def exp(self):
+        return ops.exp(self)
+
+    def log(self):
+        return ops.log(self)
+
+    def sqrt(self):
+        return ops.sqrt(self)
+
+    def tanh(self):
+        return ops.tanh(self)
+
+    def masked_fill(self, mask, value):
+        return ops.masked_fill(self, mask, value)
+
+    def softmax(self, axis=-1):
+        from .kernels.softmax import softmax
+        return softmax(self, axis)
+
+    def log_softmax(self, axis=-1):
+        from .kernels.softmax import log_softmax
+        return log_softmax(self, axis)
+
+    def split(self, size_or_sections, axis=0):
+        return ops.split(self, size_or_sections, axis)
+
+
+def _raw(x):
+    return x.data if isinstance(x, Tensor) else x
+
+
+def tensor(data, dtype=None, requires_grad=False):
+    """Shorthand for ``Tensor(data, dtype, requires_grad)``."""
+    return Tensor(data, dtype=dtype, requires_grad=requires_grad)
+
+
+def _reverse_topological(root):
+    """Every tensor that ``root`` depends on through recorded nodes, each after all the
+    tensors that use it (so a node's gradient is complete before it is propagated).
+
+    Iterative depth-first post-order with an explicit stack: no recursion limit.
+    """
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        if node._ctx is not None:
+            for inp in node._ctx.inputs:
+                if inp is not None and inp.requires_grad and id(inp) not in visited:
+                    stack.append((inp, False))
+    order.reverse()
+    return order
+
+
+from . import ops  # noqa: E402  (ops needs Tensor defined first)
+
+_ = is_grad_enabled  # re-exported through autograd/__init__

@@ -1,0 +1,101 @@
+"""The one array-module switch."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import autograd
+from autograd import backend
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_numpy_is_the_default_backend():
+    assert backend.name() == "numpy"
+    assert backend.xp() is np
+
+
+def test_asking_for_cupy_without_it_raises_one_clear_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes "import cupy" fail, as when not installed
+    with pytest.raises(autograd.BackendUnavailable) as info:
+        autograd.use_backend("cupy")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "CuPy is not installed" in message
+    assert 'pip install "tinygpt[cuda]"' in message
+    assert backend.name() == "numpy"  # the failed switch left the backend alone
+
+
+def test_cuda_alias_fails_the_same_way(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.raises(autograd.BackendUnavailable):
+        autograd.use_backend("cuda")
+
+
+def test_an_unknown_backend_name_is_refused():
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        autograd.use_backend("tpu")
+
+
+def test_the_environment_variable_is_read_at_import():
+    env = dict(os.environ, TINYGPT_DEVICE="cpu")
+    out = subprocess.run([sys.executable, "-c", "from autograd import backend; print(backend.name())"],
+                         env=env, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "numpy"
+
+
+def test_the_environment_variable_asking_for_cuda_without_cupy_names_the_fix():
+    code = "import sys; sys.modules['cupy'] = None; import autograd"
+    env = dict(os.environ, TINYGPT_DEVICE="cuda")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "BackendUnavailable" in out.stderr and "tinygpt[cuda]" in out.stderr
+
+
+def test_no_module_but_backend_imports_numpy_or_cupy():
+    pattern = re.compile(r"^\s*(import|from)\s+(numpy|cupy|cupyx)\b", re.MULTILINE)
+    offenders = []
+    for package in ("autograd", "tinygpt"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path.name == "backend.py" and path.parent.name == "autograd":
+                continue
+            if pattern.search(path.read_text()):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == [], f"these files import numpy/cupy directly: {offenders}"
+
+
+def test_to_numpy_returns_a_host_array():
+    a = backend.xp().arange(6).reshape(2, 3)
+    out = backend.to_numpy(a)
+    assert isinstance(out, np.ndarray) and out.shape == (2, 3)
+
+
+def test_rng_state_round_trip_gives_the_same_draws():
+    backend.seed(123)
+    backend.rng().random(5)
+    state = backend.get_rng_state()
+    first = backend.rng().random(7)
+    backend.seed(999)
+    backend.set_rng_state(state)
+    np.testing.assert_array_equal(backend.rng().random(7), first)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 60), vocab=st.integers(1, 12), channels=st.integers(1, 5), seed=st.integers(0, 10**6))
+def test_scatter_add_rows_equals_numpy_add_at_with_repeated_ids(n, vocab, channels, seed):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab, size=n)
+    rows = rng.standard_normal((n, channels))
+    expected = np.zeros((vocab, channels))
+    np.add.at(expected, ids, rows)
+    got = np.zeros((vocab, channels))
+    backend.scatter_add_rows(got, ids, rows)
+    # float64; only the summation order differs from add.at
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,117 @@
+"""AdamW, SGD, clip_grad_norm and the schedule, against PyTorch where it exists."""
+import math
+
+import numpy as np
+import pytest
+
+from autograd import Tensor, nn, optim
+from tests.helpers import torch_or_skip
+
+
+def _params(seed=0):
+    rng = np.random.default_rng(seed)
+    return [Tensor(rng.standard_normal(s), requires_grad=True) for s in ((4, 3), (3,), (2, 2, 2))]
+
+
+def _grads(step, shapes):
+    rng = np.random.default_rng(100 + step)
+    return [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+
+def test_adamw_matches_torch_over_20_steps_with_decay_groups():
+    torch = torch_or_skip()
+    ours = _params()
+    theirs = [torch.tensor(p.data.copy(), requires_grad=True) for p in ours]
+    hyper = dict(lr=3e-3, betas=(0.9, 0.95), eps=1e-8)
+    opt = optim.AdamW([{"params": [ours[0], ours[2]], "weight_decay": 0.1},
+                       {"params": [ours[1]], "weight_decay": 0.0}], **hyper)
+    topt = torch.optim.AdamW([{"params": [theirs[0], theirs[2]], "weight_decay": 0.1},
+                              {"params": [theirs[1]], "weight_decay": 0.0}], **hyper, foreach=False)
+    for step in range(20):
+        lr = 3e-3 * (1 - step / 40)                  # a changing learning rate, as a schedule does
+        opt.set_lr(lr)
+        for group in topt.param_groups:
+            group["lr"] = lr
+        for p, tp, g in zip(ours, theirs, _grads(step, [p.shape for p in ours])):
+            p.grad = g.copy()
+            tp.grad = torch.tensor(g)
+        opt.step()
+        topt.step()
+    for p, tp in zip(ours, theirs):
+        # float32 on both sides, 20 steps: differences only from the order of float32 roundings
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_adamw_state_dict_resumes_exactly():
+    a = _params()
+    opt_a = optim.AdamW(a, lr=1e-2, weight_decay=0.1)
+    for step in range(3):
+        for p, g in zip(a, _grads(step, [p.shape for p in a])):
+            p.grad = g
+        opt_a.step()
+    b = [Tensor(p.data.copy(), requires_grad=True) for p in a]
+    opt_b = optim.AdamW(b, lr=0.5, weight_decay=0.0)
+    opt_b.load_state_dict(opt_a.state_dict())
+    for step in range(3, 6):
+        for pa, pb, g in zip(a, b, _grads(step, [p.shape for p in a])):
+            pa.grad, pb.grad = g, g.copy()
+        opt_a.step()
+        opt_b.step()
+    for pa, pb in zip(a, b):
+        np.testing.assert_array_equal(pa.data, pb.data)
+
+
+def test_decay_groups_decay_matrices_and_embeddings_but_not_biases_or_layernorm():
+    class M(nn.Module):
+        def __init__(self):
+            self.wte = nn.Embedding(5, 4)
+            self.ln = nn.LayerNorm(4)
+            self.fc = nn.Linear(4, 4)
+    m = M()
+    decay, no_decay = optim.decay_groups(m.named_parameters(), 0.1)
+    assert {id(p) for p in decay["params"]} == {id(m.wte.weight), id(m.fc.weight)}
+    assert {id(p) for p in no_decay["params"]} == {id(m.ln.weight), id(m.ln.bias), id(m.fc.bias)}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+
+
+def test_sgd_with_momentum_matches_torch():
+    torch = torch_or_skip()
+    ours = _params()
+    theirs = [torch.tensor(p.data.copy(), requires_grad=True) for p in ours]
+    opt = optim.SGD(ours, lr=0.05, momentum=0.9, weight_decay=0.01)
+    topt = torch.optim.SGD(theirs, lr=0.05, momentum=0.9, weight_decay=0.01)
+    for step in range(10):
+        for p, tp, g in zip(ours, theirs, _grads(step, [p.shape for p in ours])):
+            p.grad, tp.grad = g.copy(), torch.tensor(g)
+        opt.step()
+        topt.step()
+    for p, tp in zip(ours, theirs):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])
+def test_clip_grad_norm_matches_torch(max_norm):
+    torch = torch_or_skip()
+    ours = _params()
+    theirs = [torch.tensor(p.data.copy(), requires_grad=True) for p in ours]
+    for p, tp, g in zip(ours, theirs, _grads(0, [p.shape for p in ours])):
+        p.grad, tp.grad = g * 3, torch.tensor(g * 3)
+    norm = optim.clip_grad_norm(ours, max_norm)
+    tnorm = torch.nn.utils.clip_grad_norm_(theirs, max_norm)
+    np.testing.assert_allclose(float(norm), tnorm.item(), rtol=1e-6)
+    for p, tp in zip(ours, theirs):
+        np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-6)
+    total = math.sqrt(sum(float((p.grad.astype(np.float64) ** 2).sum()) for p in ours))
+    assert total <= max_norm * (1 + 1e-5) or max_norm > float(norm)
+
+
+def test_warmup_cosine_schedule():
+    sched = optim.WarmupCosine(max_lr=1e-3, min_lr=1e-4, warmup_steps=100, decay_steps=2000)
+    assert sched(0) == pytest.approx(1e-5)
+    assert sched(99) == pytest.approx(1e-3)
+    assert sched(100) == pytest.approx(1e-3)
+    assert sched(1050) == pytest.approx(0.5 * (1e-3 + 1e-4))   # half-way down the cosine
+    assert sched(2000) == pytest.approx(1e-4)
+    assert sched(5000) == pytest.approx(1e-4)
+    lrs = [sched(s) for s in range(100, 2001)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))

@@ -1,0 +1,1 @@
+"""tinygpt: GPT-2 from scratch on a small hand-derived autograd engine."""
