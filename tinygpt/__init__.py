@@ -1,1 +1,26 @@
-"""tinygpt: GPT-2 from scratch on a small hand-derived autograd engine."""
+"""tinygpt: GPT-2 from scratch on a small hand-derived autograd engine.
+
+    from tinygpt import GPT2, GPTConfig
+    model = GPT2.load("runs/shakespeare")            # a checkpoint written by `tinygpt train`
+    print(model.generate("Once upon a time", max_length=100))
+    fresh = GPT2(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=128))
+"""
+import autograd as _autograd
+
+if not getattr(_autograd, "TINYGPT_ENGINE", False):
+    raise ImportError(
+        f"another package named autograd ({getattr(_autograd, '__file__', '?')}) shadows tinygpt's engine; "
+        "use a fresh virtual environment: python3 -m venv .venv && . .venv/bin/activate && pip install -e .")
+
+from .config import PRESETS, GPTConfig, TrainConfig, preset  # noqa: E402
+from .errors import TinyGPTError  # noqa: E402
+from .model import GPT2  # noqa: E402
+from .train import train  # noqa: E402
+
+
+def load(path, device=None):
+    """Same as ``GPT2.load(path)``."""
+    return GPT2.load(path, device=device)
+
+
+__all__ = ["GPT2", "GPTConfig", "TrainConfig", "PRESETS", "preset", "train", "load", "TinyGPTError"]

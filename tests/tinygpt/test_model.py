@@ -1,0 +1,165 @@
+"""GPT-2 on the engine against Hugging Face's GPT2LMHeadModel (an independent
+implementation): logits, loss, every gradient, and a 10-step AdamW loss curve; plus
+a whole-model float64 gradient check and the causal mask at model level."""
+import numpy as np
+import pytest
+
+from autograd import Tensor, backend, gradcheck, optim
+from tinygpt import GPT2, GPTConfig, preset
+from tinygpt.checkpoint import from_hf_state_dict, to_hf_state_dict
+from tests.helpers import torch_or_skip
+
+# a small, odd-sized configuration: 3 heads of 7, vocabulary 97, context 24
+SMALL = GPTConfig(vocab_size=97, block_size=24, n_layer=2, n_head=3, n_embd=21)
+
+
+def hf_pair(dtype="float32", config=SMALL, seed=0):
+    """A random transformers GPT2LMHeadModel and a tinygpt GPT2 with the same weights."""
+    torch = torch_or_skip()
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install -e '.[parity]')")
+    torch.manual_seed(seed)
+    hf_cfg = transformers.GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size,
+                                     n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                     activation_function="gelu_new", layer_norm_epsilon=1e-5)
+    hf = transformers.GPT2LMHeadModel(hf_cfg)
+    hf.config._attn_implementation = "eager"
+    hf = hf.to(getattr(torch, dtype)).eval()
+    ours = GPT2(config).to(dtype)
+    ours.load_state_dict(from_hf_state_dict({k: v.detach().numpy() for k, v in hf.state_dict().items()}))
+    return torch, hf, ours
+
+
+def batch(config=SMALL, B=3, T=None, seed=1):
+    rng = np.random.default_rng(seed)
+    T = T or config.block_size
+    return rng.integers(0, config.vocab_size, (B, T)), rng.integers(0, config.vocab_size, (B, T))
+
+
+def test_parameter_names_follow_hugging_face():
+    names = [n for n, _ in GPT2(SMALL).named_parameters()]
+    assert names[:4] == ["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight",
+                         "transformer.h.0.ln_1.bias"]
+    assert "transformer.h.1.attn.c_attn.weight" in names and "transformer.h.1.mlp.c_proj.bias" in names
+    assert names[-2:] == ["transformer.ln_f.weight", "transformer.ln_f.bias"]
+
+
+def test_gpt2_preset_has_the_parameter_count_hugging_face_reports():
+    assert preset("gpt2").num_parameters() == 124_439_808
+    assert GPT2(preset("gpt2")).num_parameters() == 124_439_808
+
+
+def test_initialisation_scales_the_residual_projections():
+    backend.seed(0)
+    model = GPT2(GPTConfig(vocab_size=300, block_size=32, n_layer=8, n_head=4, n_embd=64))
+    params = dict(model.named_parameters())
+    assert abs(params["transformer.h.0.attn.c_attn.weight"].data.std() - 0.02) < 0.002
+    assert abs(params["transformer.h.0.mlp.c_proj.weight"].data.std() - 0.02 / np.sqrt(16)) < 0.001
+    assert np.all(params["transformer.h.0.attn.c_attn.bias"].data == 0)
+    assert np.all(params["transformer.h.0.ln_1.weight"].data == 1)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float64", 1e-9)])
+def test_logits_match_hugging_face(dtype, tol):
+    torch, hf, ours = hf_pair(dtype)
+    x, _ = batch()
+    logits, loss = ours(x)
+    with torch.no_grad():
+        expected = hf(torch.tensor(x)).logits.numpy()
+    assert loss is None and logits.dtype == np.dtype(dtype)
+    assert np.abs(logits.data - expected).max() <= tol
+
+
+def test_loss_and_every_gradient_match_hugging_face_in_float64():
+    torch, hf, ours = hf_pair("float64")
+    x, y = batch()
+    _, loss = ours(x, y)
+    loss.backward()
+    out = hf(torch.tensor(x), labels=None)
+    hf_loss = torch.nn.functional.cross_entropy(out.logits.reshape(-1, SMALL.vocab_size), torch.tensor(y).reshape(-1))
+    hf_loss.backward()
+    np.testing.assert_allclose(float(loss.data), hf_loss.item(), rtol=1e-12)
+    hf_grads = to_hf_state_dict({n: p.grad for n, p in ours.named_parameters()})
+    theirs = {n: p.grad.numpy() for n, p in hf.named_parameters()}
+    assert set(theirs) <= set(hf_grads)
+    for name, g in theirs.items():
+        # float64 on both sides; sums in different orders
+        np.testing.assert_allclose(hf_grads[name], g, rtol=1e-7, atol=1e-11, err_msg=name)
+
+
+def test_ten_adamw_steps_follow_torch_adamw_loss_for_loss():
+    torch, hf, ours = hf_pair("float32")
+    hyper = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8)
+    opt = optim.AdamW(optim.decay_groups(ours.named_parameters(), 0.1), **hyper)
+    decay = [p for n, p in hf.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in hf.named_parameters() if p.ndim < 2]
+    topt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                             **hyper, foreach=False)
+    ours_losses, theirs_losses = [], []
+    x, y = batch(B=4, seed=100)      # one batch, fitted ever better: the loss must fall
+    for step in range(10):
+        _, loss = ours(x, y)
+        loss.backward()
+        optim.clip_grad_norm(ours.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        ours_losses.append(float(loss.data))
+        logits = hf(torch.tensor(x)).logits
+        tloss = torch.nn.functional.cross_entropy(logits.reshape(-1, SMALL.vocab_size), torch.tensor(y).reshape(-1))
+        tloss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+        topt.step()
+        topt.zero_grad()
+        theirs_losses.append(tloss.item())
+    assert ours_losses[-1] < ours_losses[0] - 0.05  # it learns
+    # float32 on both sides; small rounding differences compound over 10 steps
+    np.testing.assert_allclose(ours_losses, theirs_losses, rtol=1e-4)
+
+
+def test_whole_model_gradcheck_in_float64_on_the_tiny_preset():
+    backend.seed(3)
+    model = GPT2(preset("tiny", vocab_size=11)).to("float64")
+    x, y = batch(model.config, B=2, T=6, seed=5)
+    params = [p for _, p in model.named_parameters()]
+    for name, p in model.named_parameters():
+        p.name = name
+
+    def loss_of(*_):
+        return model(x, y)[1]
+    # every parameter tensor, a random subset of 12 elements of each
+    report = gradcheck(loss_of, params, max_elements=12, atol=1e-7, rtol=1e-5)
+    assert report.ok and len(report.checked) == len(params)
+
+
+def test_changing_future_tokens_leaves_earlier_logits_unchanged_bit_for_bit():
+    backend.seed(0)
+    model = GPT2(SMALL)
+    x, _ = batch(B=2, T=16)
+    base, _ = model(x)
+    rng = np.random.default_rng(7)
+    for t in (0, 5, 14):
+        changed = x.copy()
+        changed[:, t + 1:] = rng.integers(0, SMALL.vocab_size, changed[:, t + 1:].shape)
+        logits, _ = model(changed)
+        assert np.array_equal(logits.data[:, :t + 1], base.data[:, :t + 1])
+
+
+def test_a_sequence_longer_than_the_context_is_refused():
+    from tinygpt import TinyGPTError
+    with pytest.raises(TinyGPTError, match="longer than the context"):
+        GPT2(SMALL)(np.zeros((1, 25), dtype=np.int64))
+
+
+def test_a_training_step_keeps_every_array_float32():
+    backend.seed(0)
+    model = GPT2(SMALL)
+    opt = optim.AdamW(optim.decay_groups(model.named_parameters(), 0.1))
+    x, y = batch()
+    _, loss = model(x, y)
+    assert loss.dtype == np.float32
+    loss.backward()
+    optim.clip_grad_norm(model.parameters(), 1.0)
+    opt.step()
+    for name, p in model.named_parameters():
+        assert p.dtype == np.float32 and p.grad.dtype == np.float32, name
+        assert all(v.dtype == np.float32 for k, v in opt.state[id(p)].items() if k != "step"), name

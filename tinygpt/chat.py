@@ -1,0 +1,186 @@
+"""A terminal conversation with a trained model.
+
+The conversation is kept as turns of text separated by a blank line; each reply is
+the model's continuation of the whole conversation, up to the next blank line (or
+<|endoftext|>, or the token limit). When the conversation no longer fits in the
+context window, the oldest turns are dropped first.
+
+Commands: /help /reset /temp X /topk K /topp P /max N /debug /quit. ``/debug``
+shows, under each generated token, the five most likely candidates of the
+distribution it was sampled from, with their probabilities.
+Ctrl-D (end of input) leaves; a pipe on stdin works too (one turn per line).
+"""
+from __future__ import annotations
+
+import sys
+
+from autograd import backend
+
+from .generate import generate_ids, next_token_distribution
+from .tokenizer import StreamDecoder
+
+np = backend.np
+SEPARATOR = "\n\n"
+
+HELP = """commands:
+  /help        this list
+  /reset       forget the conversation
+  /temp X      sampling temperature (0 = greedy), now {temperature}
+  /topk K      sample among the K most likely tokens (0 = all), now {top_k}
+  /topp P      nucleus sampling threshold in (0, 1] (1 = off), now {top_p}
+  /max N       at most N tokens per reply, now {max_new_tokens}
+  /debug       show the top-5 next-token candidates under each generated token ({debug})
+  /quit        leave (Ctrl-D too)"""
+
+
+class Chat:
+    def __init__(self, model, temperature=0.8, top_k=200, top_p=None, max_new_tokens=150, seed=None,
+                 stdin=None, stdout=None):
+        self.model = model
+        self.tok = model.tokenizer
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.max_new_tokens = max_new_tokens
+        self.rng_seed = seed
+        self.turns: list[str] = []
+        self.debug = False
+        self.stdin = stdin or sys.stdin
+        self.out = stdout or sys.stdout
+        self.interactive = hasattr(self.stdin, "isatty") and self.stdin.isatty()
+
+    # ------------------------------------------------------------------ io
+    def _write(self, text):
+        self.out.write(text)
+        self.out.flush()
+
+    def _read(self):
+        if self.interactive and self.stdin is sys.stdin:
+            try:
+                return input("you> ")
+            except EOFError:
+                return None
+        line = self.stdin.readline()
+        return None if line == "" else line.rstrip("\n")
+
+    def run(self):
+        if self.interactive:
+            cfg = self.model.config
+            self._write(f"chatting with a {cfg.n_layer}-layer model (context {cfg.block_size} tokens). "
+                        "/help for commands, Ctrl-D to leave.\n")
+        while True:
+            line = self._read()
+            if line is None:
+                if self.interactive:
+                    self._write("\n")
+                return
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                if not self.command(line):
+                    return
+                continue
+            self.reply(line)
+
+    # ------------------------------------------------------------------ commands
+    def command(self, line) -> bool:
+        """Handle a /command; False means quit."""
+        name, _, arg = line.partition(" ")
+        arg = arg.strip()
+        try:
+            if name in ("/quit", "/exit"):
+                return False
+            if name == "/help":
+                self._write(HELP.format(temperature=self.temperature, top_k=self.top_k or "off",
+                                        top_p=self.top_p or "off", max_new_tokens=self.max_new_tokens,
+                                        debug="on" if self.debug else "off") + "\n")
+            elif name == "/reset":
+                self.turns = []
+                self._write("(conversation cleared)\n")
+            elif name == "/temp":
+                value = float(arg)
+                if value < 0:
+                    raise ValueError
+                self.temperature = value
+                self._write(f"(temperature {value})\n")
+            elif name == "/topk":
+                value = int(arg)
+                if value < 0:
+                    raise ValueError
+                self.top_k = value or None
+                self._write(f"(top-k {self.top_k or 'off'})\n")
+            elif name == "/topp":
+                value = float(arg)
+                if not 0 < value <= 1:
+                    raise ValueError
+                self.top_p = None if value == 1 else value
+                self._write(f"(top-p {self.top_p or 'off'})\n")
+            elif name == "/max":
+                value = int(arg)
+                if value < 1:
+                    raise ValueError
+                self.max_new_tokens = value
+                self._write(f"(at most {value} tokens per reply)\n")
+            elif name == "/debug":
+                self.debug = not self.debug
+                self._write(f"(debug view {'on' if self.debug else 'off'})\n")
+            else:
+                self._write(f"unknown command {name}; /help lists them\n")
+        except ValueError:
+            self._write(f"bad value {arg!r} for {name}; /help shows what it takes\n")
+        return True
+
+    # ------------------------------------------------------------------ replies
+    def context_ids(self) -> list[int]:
+        """The conversation's tokens, oldest turns dropped until there is room to reply."""
+        block = self.model.config.block_size
+        budget = max(block - self.max_new_tokens, block // 2)
+        turns = list(self.turns)
+        while True:
+            ids = self.tok.encode(SEPARATOR.join(turns) + SEPARATOR)
+            if len(ids) <= budget or len(turns) == 1:
+                return ids[-budget:]
+            turns.pop(0)
+
+    def reply(self, text: str) -> str:
+        self.turns.append(text)
+        decoder = StreamDecoder(self.tok)
+        reply, pending = "", ""
+        seen = []
+        on_logits = seen.append if self.debug else None
+        seed = None if self.rng_seed is None else self.rng_seed + len(self.turns)
+        if not self.interactive:
+            self._write("bot> ")
+        elif self.debug:
+            self._write("bot>\n")
+        else:
+            self._write("bot> ")
+        for token in generate_ids(self.model, self.context_ids(), max_new_tokens=self.max_new_tokens,
+                                  temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                                  seed=seed, on_logits=on_logits):
+            if token == self.tok.eot_id:
+                break
+            piece = decoder.push(token)
+            reply += piece
+            if SEPARATOR in reply.lstrip("\n"):
+                reply = reply.lstrip("\n").split(SEPARATOR)[0]
+                break
+            if self.debug:
+                self._debug_line(token, seen[-1])
+                continue
+            pending += piece
+            shown = pending.rstrip("\n") if reply.strip() else ""
+            if shown:
+                self._write(shown)
+                pending = pending[len(shown):]
+        reply = reply.strip("\n")
+        self._write("\n" if not self.debug else f"(reply: {reply!r})\n")
+        self.turns.append(reply)
+        return reply
+
+    def _debug_line(self, token, logits):
+        probs = next_token_distribution(logits, self.temperature, self.top_k, self.top_p)
+        if self.temperature == 0:  # show the model's own distribution, not the one-hot
+            probs = next_token_distribution(logits, 1.0, self.top_k, self.top_p)
+        top = np.argsort(-probs)[:5]
+        cands = "  ".join(f"{self.tok.token_str(int(i))!r} {probs[i]:.1%}" for i in top)
+        self._write(f"  {self.tok.token_str(token)!r:>14}   <- {cands}\n")

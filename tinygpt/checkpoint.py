@@ -1,0 +1,195 @@
+"""Checkpoints: safetensors for arrays, JSON for everything else. Never a pickle.
+
+A run folder written by ``tinygpt train``::
+
+    runs/shakespeare/
+        latest/   model.safetensors  optimizer.safetensors  state.json    (resume from here)
+        best/     model.safetensors  state.json                            (lowest val loss)
+        log.jsonl loss.png
+
+``state.json`` holds the model config, the tokenizer (the alphabet, for characters),
+the training config, the step, the losses and the random generators' states.
+
+Each checkpoint folder is written whole into a temporary sibling and then renamed into
+place, so an interruption (Ctrl-C, a full disk, a crash) leaves the previous
+checkpoint intact: a reader sees the old folder or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from autograd import backend
+
+from .config import GPTConfig
+from .errors import TinyGPTError
+from .tokenizer import tokenizer_from_dict
+
+np = backend.np
+FORMAT = "tinygpt-checkpoint-1"
+MODEL_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "optimizer.safetensors", "state.json"
+
+
+def _host(array):
+    return np.ascontiguousarray(backend.to_numpy(array))
+
+
+def _fsync(path: Path):
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def write_atomically(target: Path, write):
+    """Call ``write(folder)`` on a fresh temporary folder, then swap it in for ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    old = target.with_name(f"{target.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        for f in tmp.iterdir():
+            _fsync(f)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, obj):
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True))
+
+
+def save_checkpoint(folder, model, state: dict, optimizer=None):
+    """Write the weights (and the optimizer's moments, if given) and ``state`` (JSON)."""
+    def write(tmp: Path):
+        weights = {name: _host(p.data) for name, p in model.named_parameters()}
+        save_file(weights, str(tmp / MODEL_FILE), metadata={"format": FORMAT})
+        full = dict(state, format=FORMAT, model_config=model.config.to_dict())
+        if model.tokenizer is not None:
+            full["tokenizer"] = model.tokenizer.to_dict()
+        if optimizer is not None:
+            arrays, steps = {}, {}
+            for name, p in model.named_parameters():
+                st = optimizer.state.get(id(p))
+                if st:
+                    steps[name] = st["step"]
+                    for key, value in st.items():
+                        if key != "step":
+                            arrays[f"{key}/{name}"] = _host(value)
+            save_file(arrays, str(tmp / OPTIMIZER_FILE), metadata={"format": FORMAT})
+            full["optimizer"] = {"param_groups": [{k: v for k, v in g.items() if k != "params"}
+                                                  for g in optimizer.param_groups],
+                                 "steps": steps}
+        _write_json(tmp / STATE_FILE, full)
+    write_atomically(Path(folder), write)
+
+
+def resolve_checkpoint(path, prefer=("best", "latest")) -> Path:
+    """The checkpoint folder for ``path``: itself if it holds one, else its
+    ``best``/``latest`` subfolder (or a leftover ``.old`` copy of one)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise TinyGPTError(f"no checkpoint at {path}: the folder does not exist; "
+                           "train one first with: tinygpt train")
+    if (p / MODEL_FILE).exists() and (p / STATE_FILE).exists():
+        return p
+    for name in prefer:
+        for candidate in (p / name, p / f"{name}.old"):
+            if (candidate / MODEL_FILE).exists() and (candidate / STATE_FILE).exists():
+                return candidate
+    raise TinyGPTError(f"no checkpoint in {path}: train one first with: tinygpt train --out {path}")
+
+
+def read_state(folder) -> dict:
+    folder = Path(folder)
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TinyGPTError(f"cannot read {folder / STATE_FILE}: {exc}") from None
+    if state.get("format") != FORMAT:
+        raise TinyGPTError(f"{folder} is not a tinygpt checkpoint (format {state.get('format')!r})")
+    return state
+
+
+def read_arrays(path) -> dict:
+    """name -> NumPy array from a safetensors file (memory-mapped by safetensors)."""
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # a truncated or foreign file
+        raise TinyGPTError(f"cannot read {path}: {exc}") from None
+
+
+def load_model(path, device=None, prefer=("best", "latest")):
+    """A GPT2 with the weights, config and tokenizer of a checkpoint."""
+    from .model import GPT2
+
+    if device is not None:
+        backend.use_backend(device)
+    folder = resolve_checkpoint(path, prefer)
+    state = read_state(folder)
+    tokenizer = tokenizer_from_dict(state["tokenizer"]) if "tokenizer" in state else None
+    model = GPT2(GPTConfig.from_dict(state["model_config"]), tokenizer=tokenizer)
+    model.load_state_dict(read_arrays(folder / MODEL_FILE))
+    model.checkpoint_state = state
+    model.eval()
+    return model
+
+
+def load_optimizer(folder, model, optimizer, state: dict):
+    """Restore the optimizer's moments and hyper-parameters saved with a checkpoint."""
+    arrays = read_arrays(Path(folder) / OPTIMIZER_FILE)
+    saved = state["optimizer"]
+    for group, hyper in zip(optimizer.param_groups, saved["param_groups"]):
+        group.update({k: (tuple(v) if k == "betas" else v) for k, v in hyper.items()})
+    optimizer.state = {}
+    for name, p in model.named_parameters():
+        if name in saved["steps"]:
+            entry = {"step": int(saved["steps"][name])}
+            for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
+                if f"{key}/{name}" in arrays:
+                    entry[key] = backend.asarray(arrays[f"{key}/{name}"], dtype=p.dtype).copy()
+            optimizer.state[id(p)] = entry
+
+
+def save_model(model, folder):
+    """Just the weights, config and tokenizer (what ``GPT2.load`` needs)."""
+    save_checkpoint(folder, model, {"step": getattr(model, "checkpoint_state", {}).get("step", 0)})
+
+
+# ----------------------------------------------------------------------------- Hugging Face layout
+# Hugging Face's GPT-2 keeps its attention and MLP weights in "Conv1D" modules whose
+# weight is (in_features, out_features): the transpose of tinygpt's (out, in). The
+# names are otherwise the same; the head ``lm_head.weight`` is the token embedding.
+HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def from_hf_state_dict(hf_state: dict) -> dict:
+    """Hugging Face GPT2LMHeadModel arrays (host NumPy) -> tinygpt parameter arrays."""
+    out = {}
+    for name, value in hf_state.items():
+        if not name.startswith("transformer.") or name.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # lm_head.weight is tied to wte; attn.bias/masked_bias are old mask buffers
+        out[name] = np.ascontiguousarray(value.T) if name.endswith(HF_TRANSPOSED) else value
+    return out
+
+
+def to_hf_state_dict(state: dict) -> dict:
+    """tinygpt parameter arrays -> Hugging Face GPT2LMHeadModel arrays (with lm_head)."""
+    out = {}
+    for name, value in state.items():
+        value = backend.to_numpy(value)
+        out[name] = np.ascontiguousarray(value.T) if name.endswith(HF_TRANSPOSED) else value
+    out["lm_head.weight"] = out["transformer.wte.weight"]
+    return out

@@ -1,0 +1,190 @@
+"""The ``tinygpt`` command (also ``python -m tinygpt``).
+
+    tinygpt train     [--data PATH] [--preset NAME] [--tokenizer gpt2|char] ... (every TrainConfig field)
+    tinygpt generate  [--checkpoint DIR] [--prompt TEXT] [--max-new-tokens N] ...
+    tinygpt chat      [--checkpoint DIR] ...
+
+User mistakes end with one line on stderr and a non-zero exit, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import MISSING, fields
+
+DEFAULT_RUN = "runs/shakespeare"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _nonneg_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _top_p(text):
+    value = _nonneg_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _train_arguments(parser):
+    """One flag per TrainConfig field: ``max_iters`` is ``--max-iters``."""
+    from .config import TrainConfig
+
+    types = {"int": int, "int | None": int, "float": float, "float | None": float, "str": str, "str | None": str}
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        help_text = f.metadata.get("help", "")
+        if f.type == "bool":
+            if default:
+                parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
+                                    default=argparse.SUPPRESS, help=f"turn off: {help_text}")
+            else:
+                parser.add_argument(flag, dest=f.name, action="store_true", default=argparse.SUPPRESS,
+                                    help=help_text)
+            continue
+        shown = "" if default is None else f" (default: {default})"
+        kwargs = {"type": types[f.type], "default": argparse.SUPPRESS, "help": help_text + shown,
+                  "metavar": f.name.upper()}
+        if f.name == "tokenizer":
+            kwargs["choices"] = ["gpt2", "char"]
+            kwargs.pop("metavar")
+        if f.name == "device":
+            kwargs["choices"] = ["cpu", "cuda"]
+            kwargs.pop("metavar")
+        parser.add_argument(flag, dest=f.name, **kwargs)
+
+
+def _sampling_arguments(parser, max_new_tokens):
+    parser.add_argument("--checkpoint", default=DEFAULT_RUN,
+                        help=f"a run folder written by tinygpt train (default: {DEFAULT_RUN})")
+    parser.add_argument("--max-new-tokens", type=_positive_int, default=max_new_tokens,
+                        help=f"tokens to generate (default: {max_new_tokens})")
+    parser.add_argument("--temperature", type=_nonneg_float, default=0.8,
+                        help="randomness: 0 = always the most likely token (default: 0.8)")
+    parser.add_argument("--top-k", type=_positive_int, default=200, help="sample among the k most likely (default: 200)")
+    parser.add_argument("--top-p", type=_top_p, default=None, help="sample among the most likely tokens of total probability p")
+    parser.add_argument("--seed", type=int, default=None, help="random seed for reproducible samples")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu or cuda (default: cpu)")
+
+
+def build_parser():
+    parser = _Parser(prog="tinygpt", description="GPT-2 from scratch: train on text, generate, chat.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a GPT on a text corpus (default: the bundled Shakespeare)",
+                       description="Train a GPT-2 on text. With no flags: the bundled Shakespeare, GPT-2's "
+                                   "tokenizer, the 'baby' model, a few minutes on a laptop CPU. The run "
+                                   "folder (default runs/<corpus name>) gets checkpoints, log.jsonl and loss.png.")
+    _train_arguments(p)
+
+    p = sub.add_parser("generate", help="continue a prompt with a trained model",
+                       description="Print a continuation of --prompt, token by token, from a trained model.")
+    _sampling_arguments(p, 200)
+    p.add_argument("--prompt", default="", help="text to continue (default: start from scratch)")
+    p.add_argument("--num-samples", type=_positive_int, default=1, help="independent samples to print (default: 1)")
+
+    p = sub.add_parser("chat", help="talk with a trained model in the terminal",
+                       description="A conversation with a trained model. Type /help inside for commands; "
+                                   "Ctrl-D or /quit leaves. Works with a pipe on stdin too.")
+    _sampling_arguments(p, 150)
+    return parser
+
+
+def _cmd_train(args):
+    from .config import TrainConfig
+    from .train import Trainer
+
+    given = {k: v for k, v in vars(args).items() if k != "command"}
+    cfg = TrainConfig(**given)
+    summary = Trainer(cfg, explicit=set(given)).run()
+    if not summary["interrupted"]:
+        val = summary["val_loss"]
+        print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s"
+              + (f", val loss {val:.4f}" if val is not None else "")
+              + f"; checkpoint and loss.png in {summary['out']}")
+        print(f"next: tinygpt generate --checkpoint {summary['out']} --prompt \"...\"   or   "
+              f"tinygpt chat --checkpoint {summary['out']}")
+    return 0
+
+
+def _load(args):
+    from autograd import BackendUnavailable
+
+    from .errors import TinyGPTError
+    from .model import GPT2
+    try:
+        return GPT2.load(args.checkpoint, device=args.device)
+    except BackendUnavailable as exc:
+        raise TinyGPTError(str(exc)) from None
+
+
+def _cmd_generate(args):
+    from .generate import stream_text
+
+    model = _load(args)
+    for i in range(args.num_samples):
+        if args.num_samples > 1:
+            print(f"--- sample {i + 1} ---")
+        sys.stdout.write(args.prompt)
+        seed = None if args.seed is None else args.seed + i
+        for piece in stream_text(model, args.prompt, max_new_tokens=args.max_new_tokens,
+                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=seed):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    return 0
+
+
+def _cmd_chat(args):
+    from .chat import Chat
+
+    model = _load(args)
+    Chat(model, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+         max_new_tokens=args.max_new_tokens, seed=args.seed).run()
+    return 0
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        from .errors import TinyGPTError
+        command = {"train": _cmd_train, "generate": _cmd_generate, "chat": _cmd_chat}[args.command]
+        return command(args)
+    except TinyGPTError as exc:
+        print(f"tinygpt {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. piped into head
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Configuration as dataclasses: the model's shape (GPTConfig) and a training run
+(TrainConfig). Every TrainConfig field is a command-line flag of ``tinygpt train``
+(``max_iters`` is ``--max-iters``)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from .errors import TinyGPTError
+
+GPT2_VOCAB = 50257  # 50,000 BPE merges + 256 byte tokens + <|endoftext|>
+
+
+@dataclass
+class GPTConfig:
+    """The shape of a GPT-2. The defaults are OpenAI's 124M model."""
+
+    vocab_size: int = GPT2_VOCAB
+    block_size: int = 1024   # context length (learned positions)
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True        # biases in linear layers and LayerNorm, as GPT-2
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if int(getattr(self, name)) < 1:
+                raise TinyGPTError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise TinyGPTError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise TinyGPTError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    def num_parameters(self) -> int:
+        """Parameter count with the head tied to the token embedding (as Hugging Face counts)."""
+        c, b = self.n_embd, 1 if self.bias else 0
+        per_block = (2 * (c + c * b)                       # ln_1, ln_2
+                     + 3 * c * c + 3 * c * b + c * c + c * b   # attention: c_attn, c_proj
+                     + 4 * c * c + 4 * c * b + 4 * c * c + c * b)  # MLP: c_fc, c_proj
+        return self.vocab_size * c + self.block_size * c + self.n_layer * per_block + c + c * b
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# Named presets. OpenAI's four sizes (Radford et al. 2019, table 2, with the layer
+# counts and widths of the released checkpoints), and small ones for CPUs and tests.
+PRESETS = {
+    "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768),            # 124M
+    "gpt2-medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024),    # 350M
+    "gpt2-large": GPTConfig(n_layer=36, n_head=20, n_embd=1280),     # 774M
+    "gpt2-xl": GPTConfig(n_layer=48, n_head=25, n_embd=1600),        # 1558M
+    "mini": GPTConfig(n_layer=8, n_head=4, n_embd=768, block_size=512),
+    "baby": GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=128),   # the CPU default
+    "tiny": GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=16),     # tests
+}
+
+
+def preset(name: str, **overrides) -> GPTConfig:
+    """A copy of a named preset, with fields replaced by ``overrides`` (None = keep)."""
+    if name not in PRESETS:
+        raise TinyGPTError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults: the GPT-2 tokenizer on the bundled Shakespeare,
+    the ``baby`` preset, sized to finish in a few minutes on a 2-core CPU."""
+
+    data: str | None = field(default=None, metadata={"help": "a .txt file or a folder of them (default: the bundled Shakespeare)"})
+    out: str | None = field(default=None, metadata={"help": "run folder (default: runs/<corpus name>)"})
+    preset: str = field(default="baby", metadata={"help": "model size: " + ", ".join(PRESETS)})
+    tokenizer: str = field(default="gpt2", metadata={"help": "gpt2 (BPE, 50257 tokens) or char (one token per character)"})
+    n_layer: int | None = field(default=None, metadata={"help": "override the preset's layer count"})
+    n_head: int | None = field(default=None, metadata={"help": "override the preset's head count"})
+    n_embd: int | None = field(default=None, metadata={"help": "override the preset's width"})
+    block_size: int | None = field(default=None, metadata={"help": "context length (default: the preset's)"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout probability"})
+    batch_size: int = field(default=12, metadata={"help": "sequences per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_iters: int = field(default=700, metadata={"help": "optimizer steps"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
+    min_lr: float | None = field(default=None, metadata={"help": "final learning rate (default: lr / 10)"})
+    warmup_iters: int = field(default=50, metadata={"help": "steps of linear warm-up"})
+    lr_decay_iters: int | None = field(default=None, metadata={"help": "step where the cosine decay ends (default: max_iters)"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW decay of >= 2-D weights"})
+    beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    beta2: float = field(default=0.99, metadata={"help": "AdamW beta2"})
+    grad_clip: float = field(default=1.0, metadata={"help": "clip the global gradient norm to this (0: off)"})
+    eval_interval: int = field(default=100, metadata={"help": "evaluate, sample and save every N steps"})
+    eval_iters: int = field(default=10, metadata={"help": "batches per loss estimate"})
+    sample_tokens: int = field(default=80, metadata={"help": "tokens of the sample printed at each evaluation (0: none)"})
+    seed: int = field(default=1337, metadata={"help": "random seed (weights, batches, dropout)"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    resume: bool = field(default=False, metadata={"help": "continue the run saved in --out"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,125 @@
+"""Text in, batches of token ids out.
+
+1. ``load_corpus(path)``: a .txt file, or a folder of them (joined in sorted order,
+   separated by a blank line); ``None`` means the bundled Shakespeare. Bytes that are
+   not UTF-8 are reported with the file and byte offset.
+2. ``TokenData``: the text is tokenized once and cached as a uint16 memory-mapped file
+   named by the text's SHA-256 and the tokenizer, so a second run starts instantly.
+   The first 90% of the tokens train, the last 10% validate.
+3. ``get_batch``: B random windows of T+1 tokens from one split, drawn with the
+   dataset's own seeded generator (its state is saved in checkpoints, so a resumed run
+   draws exactly the batches the uninterrupted run would have).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+from autograd import backend
+
+from .errors import TinyGPTError
+
+np = backend.np  # host-side arrays (memory maps, batch indices)
+
+BUNDLED_NAME = "shakespeare"
+TRAIN_FRACTION = 0.9
+
+
+def cache_dir() -> Path:
+    """Where token caches live: $TINYGPT_CACHE, else ~/.cache/tinygpt."""
+    root = os.environ.get("TINYGPT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tinygpt")
+    return Path(root) / "tokens"
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TinyGPTError(f"{path} is not UTF-8 text: byte {exc.start} (0x{data[exc.start]:02x}) "
+                           "cannot be decoded; convert the file to UTF-8") from None
+
+
+def load_corpus(path=None) -> tuple[str, str]:
+    """(text, name) of a .txt file, a folder of .txt files, or the bundled corpus."""
+    if path is None:
+        text = resources.files("tinygpt").joinpath("assets", "shakespeare.txt").read_text(encoding="utf-8")
+        return text, BUNDLED_NAME
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise TinyGPTError(f"data path {path} does not exist")
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*.txt") if f.is_file())
+        if not files:
+            raise TinyGPTError(f"folder {path} has no .txt files")
+        text = "\n\n".join(_read_text(f) for f in files)
+    else:
+        text = _read_text(p)
+    if not text.strip():
+        raise TinyGPTError(f"the corpus at {path} is empty")
+    return text, p.stem if p.is_file() else p.name
+
+
+class TokenData:
+    """The corpus as token ids, split 90/10, with seeded random windows."""
+
+    def __init__(self, text: str, tokenizer, block_size: int, seed: int = 0):
+        self.block_size = int(block_size)
+        self.tokens = self._tokens(text, tokenizer)
+        n = len(self.tokens)
+        cut = int(n * TRAIN_FRACTION)
+        self.splits = {"train": self.tokens[:cut], "val": self.tokens[cut:]}
+        need = self.block_size + 1
+        for split, ids in self.splits.items():
+            if len(ids) < need:
+                raise TinyGPTError(
+                    f"the corpus is too short: {n} tokens give a {split} split of {len(ids)}, but one "
+                    f"window of context {self.block_size} needs {need}; use more text or a smaller --block-size")
+        self.rng = np.random.default_rng(seed)
+
+    @staticmethod
+    def _tokens(text: str, tokenizer):
+        key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+        tok = tokenizer.to_dict()
+        tok_key = hashlib.sha256(json.dumps(tok, sort_keys=True).encode()).hexdigest()[:12]
+        path = cache_dir() / f"{key}-{tok['kind']}-{tok_key}.u16"
+        if path.exists():
+            return np.memmap(path, dtype=np.uint16, mode="r")
+        ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
+        if ids.size and int(ids.max()) > 65535:
+            raise TinyGPTError("token ids above 65535 do not fit the uint16 cache")
+        ids = ids.astype(np.uint16)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            ids.tofile(tmp)
+            os.replace(tmp, path)  # atomic: a reader never sees half a cache
+            return np.memmap(path, dtype=np.uint16, mode="r")
+        except OSError:
+            return ids  # an unwritable cache folder only costs the re-tokenization next time
+
+    def get_batch(self, split: str, batch_size: int, rng=None):
+        """x, y: (B, T) int64 host arrays; y is x shifted left by one token."""
+        ids = self.splits[split]
+        rng = self.rng if rng is None else rng
+        starts = rng.integers(0, len(ids) - self.block_size, size=batch_size)   # (B,)
+        offsets = np.arange(self.block_size + 1)                                 # (T+1,)
+        windows = np.asarray(ids[starts[:, None] + offsets], dtype=np.int64)     # (B, T+1)
+        return windows[:, :-1], windows[:, 1:]
+
+    def rng_state(self) -> dict:
+        return _jsonable(self.rng.bit_generator.state)
+
+    def set_rng_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if hasattr(obj, "item"):
+        return obj.item()
+    return obj

@@ -1,0 +1,144 @@
+"""Sampling text from a GPT2: temperature, top-k, top-p, a KV cache, streaming.
+
+Each step turns the last position's logits z (V,) into a distribution:
+
+    temperature tau:  p = softmax(z / tau)      (tau -> 0 is greedy: always the argmax)
+    top-k:            keep the k largest p, renormalise
+    top-p (nucleus):  keep the smallest set of most likely tokens whose total is >= p
+                      (Holtzman et al. 2019, "The Curious Case of Neural Text Degeneration")
+
+KV cache: the keys and values of tokens already seen do not change, so each new token
+runs the model on that one token and attends to the cached keys; a token costs the
+same however long the output is. Once the context is full the window slides: the cache
+is rebuilt from the last ``block_size`` tokens (exactly what the model without a cache
+computes), so greedy output is identical with and without the cache.
+
+Sampling happens on the host in float64 with its own seeded generator.
+"""
+from __future__ import annotations
+
+from autograd import backend, no_grad
+
+from .errors import TinyGPTError, warn
+from .model import KVCache
+from .tokenizer import StreamDecoder
+
+np = backend.np
+
+
+def next_token_distribution(logits, temperature=1.0, top_k=None, top_p=None):
+    """Probabilities (V,) float64 after temperature, top-k and top-p; cut tokens get 0.
+
+    ``temperature`` 0 gives a one-hot on the argmax.
+    """
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
+        raise TinyGPTError(f"bad sampling settings: temperature={temperature} (>= 0), top_k={top_k} (>= 1), "
+                           f"top_p={top_p} (in (0, 1])")
+    if temperature == 0:
+        probs = np.zeros_like(z)
+        probs[int(np.argmax(z))] = 1.0
+        return probs
+    z = z / temperature
+    if top_k is not None and top_k < z.size:
+        kth = np.partition(z, -top_k)[-top_k]
+        z = np.where(z < kth, -np.inf, z)
+    probs = np.exp(z - z.max())
+    probs /= probs.sum()
+    if top_p is not None and top_p < 1.0:
+        order = np.argsort(-probs, kind="stable")
+        cumulative = np.cumsum(probs[order])
+        keep_sorted = cumulative - probs[order] < top_p      # the token that crosses p is kept
+        keep = np.zeros(probs.size, dtype=bool)
+        keep[order[keep_sorted]] = True
+        probs = np.where(keep, probs, 0.0)
+        probs /= probs.sum()
+    return probs
+
+
+def _start_ids(model, prompt):
+    tok = model.tokenizer
+    if isinstance(prompt, str):
+        if tok is None:
+            raise TinyGPTError("this model has no tokenizer: pass token ids, or load it from a checkpoint")
+        ids = tok.encode(prompt)
+    else:
+        ids = [int(i) for i in prompt]
+    if not ids:  # an empty prompt: start from end-of-text (BPE) or a newline (characters)
+        if tok is not None and tok.eot_id is not None:
+            ids = [tok.eot_id]
+        elif tok is not None and "\n" in getattr(tok, "index", {}):
+            ids = [tok.index["\n"]]
+        else:
+            ids = [0]
+    bad = [i for i in ids if not 0 <= i < model.config.vocab_size]
+    if bad:
+        raise TinyGPTError(f"token id {bad[0]} is outside the vocabulary of {model.config.vocab_size}")
+    return ids
+
+
+def generate_ids(model, prompt, max_new_tokens=100, temperature=0.8, top_k=None, top_p=None, seed=None,
+                 stop_at_eot=True, use_cache=True, on_logits=None):
+    """Yield new token ids one by one (a generator: print them as they come).
+
+    ``on_logits(logits_row)``, if given, sees each step's raw logits (V,) as a host
+    array before sampling (the chat's /debug view uses it).
+    """
+    ids = _start_ids(model, prompt)
+    block = model.config.block_size
+    if len(ids) > block:
+        warn(f"the prompt has {len(ids)} tokens, more than the context of {block}; keeping the last {block}")
+        ids = ids[-block:]
+    rng = np.random.default_rng(seed)
+    eot = model.tokenizer.eot_id if (stop_at_eot and model.tokenizer is not None) else None
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            cache = None
+            if use_cache:
+                cache = KVCache(model.config, batch=1, dtype=model.transformer.wte.weight.dtype)
+                logits, _ = model(ids, cache=cache, last_only=True)
+            for _ in range(max_new_tokens):
+                if not use_cache:
+                    logits, _ = model(ids[-block:], last_only=True)
+                row = backend.to_numpy(logits.data[0, -1])             # (V,)
+                if on_logits is not None:
+                    on_logits(row)
+                probs = next_token_distribution(row, temperature, top_k, top_p)
+                nxt = int(np.argmax(probs)) if temperature == 0 else int(rng.choice(probs.size, p=probs))
+                yield nxt
+                ids.append(nxt)
+                if eot is not None and nxt == eot:
+                    return
+                if use_cache:
+                    if cache.length >= block:   # the window slides: rebuild from the last block tokens
+                        cache = KVCache(model.config, batch=1, dtype=model.transformer.wte.weight.dtype)
+                        logits, _ = model(ids[-block:], cache=cache, last_only=True)
+                    else:
+                        logits, _ = model([nxt], cache=cache, last_only=True)
+    finally:
+        model.train(was_training)
+
+
+def stream_text(model, prompt, **kwargs):
+    """Yield pieces of text as tokens are sampled (UTF-8 characters never split)."""
+    if model.tokenizer is None:
+        raise TinyGPTError("this model has no tokenizer to turn tokens into text")
+    decoder = StreamDecoder(model.tokenizer)
+    eot = model.tokenizer.eot_id
+    for token in generate_ids(model, prompt, **kwargs):
+        if token == eot:
+            break
+        piece = decoder.push(token)
+        if piece:
+            yield piece
+    tail = decoder.flush()
+    if tail:
+        yield tail
+
+
+def generate_text(model, prompt="", max_new_tokens=100, **kwargs) -> str:
+    """The prompt followed by the generated continuation, as one string."""
+    text = "".join(stream_text(model, prompt, max_new_tokens=max_new_tokens, **kwargs))
+    return (prompt if isinstance(prompt, str) else model.tokenizer.decode(prompt)) + text

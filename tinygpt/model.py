@@ -1,0 +1,211 @@
+"""GPT-2, exactly as OpenAI's (Radford et al. 2019), on the autograd engine.
+
+One forward pass, shapes for a batch of B sequences of T tokens:
+
+    ids (B, T) -> wte[ids] + wpe[0..T-1]                      x (B, T, C)
+    n_layer x Block:
+        x = x + attn(ln_1(x))        causal self-attention, nh heads of hs = C / nh
+        x = x + mlp(ln_2(x))         C -> 4C -> GELU -> C
+    ln_f(x) -> x @ wte^T                                       logits (B, T, V)
+
+Pre-LayerNorm blocks, learned positions, and an output head tied to the token
+embedding (the same (V, C) matrix maps ids to vectors and vectors to logits).
+Parameter names follow Hugging Face's ``GPT2LMHeadModel`` (``transformer.h.0.attn.
+c_attn.weight`` ...) so weights map across by name; the weights are stored as
+(out_features, in_features), the transpose of Hugging Face's Conv1D layout.
+
+Initialisation (GPT-2's, as in Hugging Face and nanoGPT): weights N(0, 0.02); the two
+projections that write into the residual stream (attn.c_proj, mlp.c_proj) N(0,
+0.02/sqrt(2 n_layer)), so the stream's variance does not grow with depth; biases 0;
+LayerNorm gains 1.
+
+Dropout (off by default) is applied to the embeddings and to each block's two
+residual branches; unlike Hugging Face's model there is no dropout on the attention
+probabilities (the fused attention kernel has none).
+"""
+from __future__ import annotations
+
+import math
+
+from autograd import Tensor, backend, nn
+from autograd import functional as F
+
+from .config import GPTConfig
+from .errors import TinyGPTError
+
+
+def _normal(shape, std):
+    return backend.rng().standard_normal(shape, dtype=backend.xp().float32) * std
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        c = config.n_embd
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(c, 3 * c, bias=config.bias)     # q, k, v for every head at once
+        self.c_proj = nn.Linear(c, c, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, cache=None):
+        B, T, C = x.shape
+        nh, hs = self.n_head, C // self.n_head
+        qkv = self.c_attn(x)                                     # (B, T, 3C)
+        q, k, v = F.split(qkv, C, axis=2)                        # 3 x (B, T, C)
+        q = q.reshape(B, T, nh, hs).transpose(1, 2)              # (B, nh, T, hs)
+        k = k.reshape(B, T, nh, hs).transpose(1, 2)
+        v = v.reshape(B, T, nh, hs).transpose(1, 2)
+        if cache is not None:                                    # generation: keys of earlier tokens
+            k, v = cache.extend(k, v)                            # (B, nh, T_past + T, hs)
+        y = F.causal_attention(q, k, v)                          # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)                   # heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        c = config.n_embd
+        self.c_fc = nn.Linear(c, 4 * c, bias=config.bias)
+        self.c_proj = nn.Linear(4 * c, c, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))  # (B, T, C) -> 4C -> C
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: GPTConfig):
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+
+
+class LayerCache:
+    """Keys and values of one layer for the tokens seen so far, preallocated to the
+    context length so that each new token costs one write."""
+
+    def __init__(self, batch, n_head, block_size, head_size, dtype):
+        xp = backend.xp()
+        self.k = xp.empty((batch, n_head, block_size, head_size), dtype=dtype)
+        self.v = xp.empty((batch, n_head, block_size, head_size), dtype=dtype)
+        self.length = 0
+
+    def extend(self, k, v):
+        t = k.shape[2]
+        end = self.length + t
+        self.k[:, :, self.length:end] = k.data
+        self.v[:, :, self.length:end] = v.data
+        self.length = end
+        return Tensor(self.k[:, :, :end], _keep=True), Tensor(self.v[:, :, :end], _keep=True)
+
+
+class KVCache:
+    """One LayerCache per block, for incremental decoding under ``no_grad``."""
+
+    def __init__(self, config: GPTConfig, batch: int, dtype="float32"):
+        dt = backend.xp().dtype(dtype)
+        self.layers = [LayerCache(batch, config.n_head, config.block_size, config.head_size, dt)
+                       for _ in range(config.n_layer)]
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length
+
+
+class GPT2(nn.Module):
+    """The GPT-2 language model. ``GPT2(GPTConfig(...))`` builds a fresh one;
+    ``GPT2.load(run_dir)`` reads a checkpoint written by ``tinygpt train``."""
+
+    def __init__(self, config: GPTConfig | None = None, tokenizer=None):
+        config = config or GPTConfig()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.transformer = Transformer(config)
+        self._init_weights()
+
+    def _init_weights(self):
+        std = 0.02
+        residual_std = std / math.sqrt(2 * self.config.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                p.data[...] = _normal(p.shape, residual_std)
+            elif name.endswith(".weight") and p.ndim == 2:
+                p.data[...] = _normal(p.shape, std)
+            elif name.endswith(".bias"):
+                p.data[...] = 0.0
+            else:  # LayerNorm gains
+                p.data[...] = 1.0
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, ids, targets=None, cache: KVCache | None = None, last_only=False):
+        """``(logits, None)``: logits (B, T, V) for token ids (B, T); or, with
+        ``targets`` (B, T), ``(None, loss)``: the mean next-token cross-entropy, computed by
+        the fused head+loss kernel, which never keeps the (B*T, V) logits (see
+        autograd/kernels/linear_cross_entropy.py). Call without targets for logits.
+
+        ``cache``: continue from the keys/values of the tokens already in it (generation,
+        under no_grad). ``last_only``: compute the head for the last position only
+        (B, 1, V), all that sampling needs.
+        """
+        xp = backend.xp()
+        ids = ids.data if isinstance(ids, Tensor) else backend.asarray(ids)
+        if ids.ndim == 1:
+            ids = ids[None, :]
+        B, T = ids.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise TinyGPTError(f"sequence of {start + T} tokens is longer than the context "
+                               f"({self.config.block_size})")
+        tr = self.transformer
+        positions = xp.arange(start, start + T)                          # (T,)
+        x = F.embedding(ids, tr.wte.weight) + F.embedding(positions, tr.wpe.weight)  # (B, T, C)
+        x = tr.drop(x)
+        for i, block in enumerate(tr.h):
+            x = block(x, cache.layers[i] if cache is not None else None)
+        x = tr.ln_f(x)                                                   # (B, T, C)
+        if targets is not None:
+            # the tied head and the loss in one kernel: the (B*T, V) logits are never kept
+            targets = targets.data if isinstance(targets, Tensor) else backend.asarray(targets)
+            return None, F.linear_cross_entropy(x, tr.wte.weight, targets.reshape(-1))
+        if last_only:
+            x = x[:, -1:, :]                                             # (B, 1, C)
+        return F.linear(x, tr.wte.weight), None                          # (B, T, V), tied head
+
+    # ------------------------------------------------------------------ convenience
+    @classmethod
+    def load(cls, path, device=None):
+        """Read a checkpoint written by ``tinygpt train`` (a run folder, or one of its
+        ``best``/``latest`` checkpoint folders)."""
+        from .checkpoint import load_model
+        return load_model(path, device=device)
+
+    def save(self, path):
+        """Write the weights, config and tokenizer to a checkpoint folder."""
+        from .checkpoint import save_model
+        save_model(self, path)
+
+    def generate(self, prompt="", max_length=100, temperature=0.8, top_k=None, top_p=None, seed=None,
+                 max_new_tokens=None, stop_at_eot=True):
+        """The prompt followed by up to ``max_length`` new tokens, as text.
+
+        ``prompt`` is text (or a list of token ids). ``max_new_tokens`` is a synonym of
+        ``max_length``. Sampling: ``temperature`` (0 = greedy), ``top_k``, ``top_p``.
+        """
+        from .generate import generate_text
+        return generate_text(self, prompt, max_new_tokens=max_new_tokens or max_length,
+                             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                             stop_at_eot=stop_at_eot)

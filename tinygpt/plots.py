@@ -1,0 +1,60 @@
+"""Figures written to files with matplotlib's Agg backend (never a window, never
+``plt.show()``): the figure objects are made directly, without pyplot's global state,
+so drawing from a background thread is safe."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def read_log(path) -> list[dict]:
+    """The records of a run's log.jsonl (a half-written last line is skipped)."""
+    records = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass
+    except FileNotFoundError:
+        pass
+    return records
+
+
+def plot_training(records, out_path, title="training"):
+    """loss.png: train and val loss against step, and the learning rate below."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    fig = Figure(figsize=(8, 6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax, ax_lr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    if train:
+        ax.plot(*zip(*train), color="tab:blue", alpha=0.35, linewidth=1, label="train (per step)")
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", color="tab:blue",
+                label="train (eval)")
+        ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", color="tab:orange",
+                label="val (eval)")
+    ax.set_ylabel("cross-entropy loss (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if train or evals:
+        ax.legend(loc="upper right")
+    lrs = [(r["step"], r["lr"]) for r in records if r.get("kind") == "train" and "lr" in r]
+    if lrs:
+        ax_lr.plot(*zip(*lrs), color="tab:green")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("step")
+    ax_lr.grid(alpha=0.3)
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    fig.tight_layout()
+    out_path = Path(out_path)
+    tmp = out_path.with_name(out_path.name + f".tmp{os.getpid()}.png")
+    fig.savefig(tmp)
+    os.replace(tmp, out_path)
+    return out_path

@@ -1,0 +1,314 @@
+"""The training loop: AdamW, warm-up + cosine schedule, clipping, accumulation,
+evaluation, samples, checkpoints, logs and plots.
+
+One optimizer step, as data (see DESIGN's "one training step"):
+
+    x, y = data.get_batch("train")             (B, T) ids and next-token targets
+    logits, loss = model(x, y)                  forward through every kernel
+    loss.backward()                             each kernel's hand-written backward
+    clip_grad_norm(params, grad_clip)           global L2 norm <= grad_clip
+    optimizer.step(); optimizer.zero_grad()     AdamW, decoupled decay on >= 2-D weights
+
+Every ``eval_interval`` steps: the mean loss over ``eval_iters`` fixed train and val
+batches, a sample, a checkpoint (``latest``, and ``best`` when val improves), a line
+in log.jsonl and loss.png redrawn in a background thread.
+
+Robustness: Ctrl-C finishes the current step, saves ``latest`` and exits (press it
+twice to stop at once); a loss or gradient that is not finite stops the run with a
+message and leaves the last good checkpoint as it was; ``resume`` continues from
+``latest`` exactly: N steps then N more give the same weights, bit for bit, as 2N in
+one go (the weights, AdamW's moments and both random generators are restored).
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from autograd import BackendUnavailable, backend, no_grad, optim
+
+from .checkpoint import load_optimizer, read_arrays, read_state, resolve_checkpoint, save_checkpoint
+from .config import TrainConfig, preset
+from .data import TokenData, load_corpus
+from .errors import TinyGPTError
+from .model import GPT2
+from .plots import plot_training, read_log
+from .tokenizer import make_tokenizer, tokenizer_from_dict
+
+np = backend.np
+
+
+class TrainingDiverged(TinyGPTError):
+    """The loss or the gradient norm stopped being a finite number."""
+
+
+def _validate(cfg: TrainConfig):
+    positive = ["batch_size", "grad_accum", "eval_iters", "eval_interval"]
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise TinyGPTError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    for name in ("max_iters", "warmup_iters", "sample_tokens"):
+        if getattr(cfg, name) < 0:
+            raise TinyGPTError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(cfg, name)}")
+    if cfg.block_size is not None and cfg.block_size < 1:
+        raise TinyGPTError(f"--block-size must be at least 1, got {cfg.block_size}")
+    if not cfg.lr > 0 or (cfg.min_lr is not None and cfg.min_lr < 0):
+        raise TinyGPTError(f"--lr must be positive and --min-lr not negative (got {cfg.lr}, {cfg.min_lr})")
+    if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
+        raise TinyGPTError(f"--beta1/--beta2 must be in [0, 1), got {cfg.beta1}, {cfg.beta2}")
+    if cfg.weight_decay < 0 or cfg.grad_clip < 0:
+        raise TinyGPTError("--weight-decay and --grad-clip must not be negative")
+    if cfg.tokenizer not in ("gpt2", "char"):
+        raise TinyGPTError(f"unknown tokenizer {cfg.tokenizer!r}; choose gpt2 or char")
+
+
+def explicit_fields(cfg: TrainConfig) -> set:
+    """The fields of ``cfg`` that differ from TrainConfig's defaults."""
+    default = TrainConfig()
+    return {f.name for f in fields(TrainConfig) if getattr(cfg, f.name) != getattr(default, f.name)}
+
+
+class Trainer:
+    """Runs one training job. ``Trainer(cfg).run()`` returns a summary dict.
+
+    With ``cfg.resume`` the run continues from ``<out>/latest``: the model shape and
+    tokenizer come from the checkpoint, the other settings from the saved run unless
+    ``explicit`` (default: the fields of ``cfg`` that differ from the defaults)
+    overrides them, e.g. a larger ``max_iters`` to train further.
+    """
+
+    def __init__(self, cfg: TrainConfig, explicit=None, out_stream=None):
+        self.explicit = explicit_fields(cfg) if explicit is None else set(explicit)
+        self.cfg = cfg
+        self.print = out_stream or _tqdm_print
+        self._stop_requested = False
+        self._plot_thread = None
+
+    # ------------------------------------------------------------------ set-up
+    def _setup(self):
+        cfg = self.cfg
+        try:
+            backend.use_backend(cfg.device)
+        except BackendUnavailable as exc:
+            raise TinyGPTError(str(exc)) from None
+        except ValueError:
+            raise TinyGPTError(f"unknown device {cfg.device!r}; choose cpu or cuda") from None
+        resume_state = None
+        if cfg.resume:
+            out = Path(cfg.out) if cfg.out else None
+            if out is None:  # the default folder depends on the corpus name
+                _, name = load_corpus(cfg.data)
+                out = Path("runs") / name
+            self.latest = resolve_checkpoint(out, prefer=("latest",))
+            resume_state = read_state(self.latest)
+            saved = TrainConfig.from_dict(resume_state["train_config"])
+            for name in self.explicit:
+                setattr(saved, name, getattr(cfg, name))
+            saved.resume, saved.out = True, str(out)
+            cfg = self.cfg = saved
+        _validate(cfg)
+        text, name = load_corpus(cfg.data)
+        self.out = Path(cfg.out) if cfg.out else Path("runs") / name
+        cfg.out = str(self.out)
+        if resume_state is not None:
+            tokenizer = tokenizer_from_dict(resume_state["tokenizer"])
+            from .config import GPTConfig
+            mcfg = GPTConfig.from_dict(resume_state["model_config"])
+        else:
+            tokenizer = make_tokenizer(cfg.tokenizer, text)
+            mcfg = preset(cfg.preset, vocab_size=tokenizer.vocab_size, block_size=cfg.block_size,
+                          n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)
+        backend.seed(cfg.seed)
+        self.model = GPT2(mcfg, tokenizer=tokenizer)
+        self.data = TokenData(text, tokenizer, mcfg.block_size, seed=cfg.seed + 1)
+        eval_rng = np.random.default_rng(cfg.seed + 2)   # fixed evaluation batches, apart from training's
+        self.eval_batches = {split: [self.data.get_batch(split, cfg.batch_size, rng=eval_rng)
+                                     for _ in range(cfg.eval_iters)] for split in ("train", "val")}
+        self.optimizer = optim.AdamW(optim.decay_groups(self.model.named_parameters(), cfg.weight_decay),
+                                     lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        min_lr = cfg.min_lr if cfg.min_lr is not None else cfg.lr / 10
+        decay = cfg.lr_decay_iters if cfg.lr_decay_iters is not None else cfg.max_iters
+        self.schedule = optim.WarmupCosine(cfg.lr, min_lr, cfg.warmup_iters, max(decay, cfg.warmup_iters))
+        self.step, self.best_val = 0, math.inf
+        self.log_path = self.out / "log.jsonl"
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume_state is not None:
+            self.model.load_state_dict(read_arrays(self.latest / "model.safetensors"))
+            load_optimizer(self.latest, self.model, self.optimizer, resume_state)
+            self.step = int(resume_state["step"])
+            self.best_val = float(resume_state.get("best_val_loss", math.inf))
+            backend.set_rng_state(resume_state["rng"])
+            self.data.set_rng_state(resume_state["data_rng"])
+            # drop log lines written after the checkpoint (a run that went on and died)
+            kept = [r for r in read_log(self.log_path) if r.get("step", 0) <= self.step]
+            self.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        elif self.log_path.exists():
+            self.log_path.unlink()
+        self.last_good_step = self.step if resume_state is not None else None
+
+    # ------------------------------------------------------------------ pieces
+    def _log(self, record):
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    @no_grad()
+    def evaluate(self):
+        self.model.eval()
+        losses = {}
+        for split, batches in self.eval_batches.items():
+            total = 0.0
+            for x, y in batches:
+                _, loss = self.model(x, y)
+                total += float(loss.data)
+            losses[split] = total / len(batches)
+        self.model.train()
+        return losses
+
+    def _state(self, val_loss):
+        return {"step": self.step, "val_loss": val_loss, "best_val_loss": self.best_val,
+                "train_config": self.cfg.to_dict(), "rng": backend.get_rng_state(),
+                "data_rng": self.data.rng_state(), "time": time.time()}
+
+    def save(self, val_loss=None):
+        save_checkpoint(self.out / "latest", self.model, self._state(val_loss), optimizer=self.optimizer)
+        self.last_good_step = self.step
+
+    def _plot_in_background(self):
+        if self._plot_thread is not None and self._plot_thread.is_alive():
+            return  # the previous figure is still being drawn; the next eval redraws anyway
+        records = read_log(self.log_path)
+        title = f"{self.out.name}: {self.model.config.n_layer} layers, {self.model.config.n_embd} wide"
+        self._plot_thread = threading.Thread(target=plot_training, args=(records, self.out / "loss.png", title),
+                                             daemon=True)
+        self._plot_thread.start()
+
+    def _sample(self):
+        if self.cfg.sample_tokens <= 0:
+            return
+        from .generate import stream_text
+        text = "".join(stream_text(self.model, "", max_new_tokens=self.cfg.sample_tokens,
+                                   temperature=0.8, top_k=200, seed=self.cfg.seed))
+        self.print("--- sample ---\n" + text.strip("\n") + "\n--------------")
+
+    def _eval_and_save(self, final=False):
+        losses = self.evaluate()
+        improved = losses["val"] < self.best_val
+        if improved:
+            self.best_val = losses["val"]
+        record = {"kind": "eval", "step": self.step, "train_loss": losses["train"], "val_loss": losses["val"],
+                  "time": time.time() - self.t0}
+        self._log(record)
+        self.print(f"step {self.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+                   + (" (best)" if improved else ""))
+        if self.step > 0 or final:
+            self.save(losses["val"])
+            if improved:
+                save_checkpoint(self.out / "best", self.model, self._state(losses["val"]))
+        self._sample()
+        self._plot_in_background()
+        return losses
+
+    def _request_stop(self, signum, frame):
+        if self._stop_requested:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        self.print("\nCtrl-C: finishing this step and saving (press again to quit at once)")
+
+    # ------------------------------------------------------------------ the loop
+    def run(self):
+        self._setup()
+        cfg, model, opt = self.cfg, self.model, self.optimizer
+        params = model.parameters()
+        tokens_per_step = cfg.batch_size * cfg.grad_accum * model.config.block_size
+        self.print(f"training {model.num_parameters():,} parameters ({model.config.n_layer} layers, "
+                   f"{model.config.n_head} heads, {model.config.n_embd} wide, context {model.config.block_size}, "
+                   f"{model.tokenizer.kind} tokens) on {len(self.data.tokens):,} tokens; "
+                   f"{backend.device_info()}; run folder {self.out}")
+        self.t0 = time.time()
+        previous_handler = None
+        if threading.current_thread() is threading.main_thread():
+            previous_handler = signal.signal(signal.SIGINT, self._request_stop)
+        bar = _progress(cfg, self.step)
+        losses = {}
+        interrupted = False
+        try:
+            if self.step == 0:
+                losses = self._eval_and_save()
+            model.train()
+            while self.step < cfg.max_iters:
+                t_step = time.time()
+                lr = self.schedule(self.step)
+                opt.set_lr(lr)
+                loss_value = 0.0
+                for _ in range(cfg.grad_accum):
+                    x, y = self.data.get_batch("train", cfg.batch_size)
+                    _, loss = model(x, y)
+                    if cfg.grad_accum > 1:
+                        loss = loss * (1.0 / cfg.grad_accum)
+                    loss.backward()
+                    loss_value += float(loss.data)
+                norm = float(optim.clip_grad_norm(params, cfg.grad_clip)) if cfg.grad_clip > 0 else math.nan
+                if not math.isfinite(loss_value) or (cfg.grad_clip > 0 and not math.isfinite(norm)):
+                    where = (f"the last good checkpoint (step {self.last_good_step}) is kept in {self.out / 'latest'}"
+                             if self.last_good_step is not None else "no checkpoint was written yet")
+                    raise TrainingDiverged(f"the loss became {loss_value} at step {self.step}: training stopped; "
+                                           f"{where}. Try a lower --lr or --grad-clip")
+                opt.step()
+                opt.zero_grad()
+                self.step += 1
+                dt = time.time() - t_step
+                self._log({"kind": "train", "step": self.step, "loss": loss_value, "lr": lr,
+                           "grad_norm": norm if math.isfinite(norm) else None, "dt": dt})
+                if bar is not None:
+                    bar.set_postfix_str(f"loss {loss_value:.3f} lr {lr:.2e} {tokens_per_step / dt:,.0f} tok/s")
+                    bar.update(1)
+                if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:
+                    losses = self._eval_and_save(final=self.step == cfg.max_iters)
+                if self._stop_requested:
+                    interrupted = True
+                    break
+        except KeyboardInterrupt:
+            interrupted = True  # a second Ctrl-C mid-step: the weights may be half-updated, do not save them
+            self._stop_requested = False
+            self.print(f"\nstopped; the last checkpoint (step {self.last_good_step}) is in {self.out / 'latest'}")
+        finally:
+            if bar is not None:
+                bar.close()
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+            if self._plot_thread is not None:
+                self._plot_thread.join()
+        if interrupted and self._stop_requested:
+            self.save()
+            self.print(f"interrupted at step {self.step}: saved {self.out / 'latest'}; "
+                       f"continue with: tinygpt train --resume --out {self.out}")
+        elif not interrupted:
+            plot_training(read_log(self.log_path), self.out / "loss.png",
+                          f"{self.out.name}: {model.config.n_layer} layers, {model.config.n_embd} wide")
+        return {"step": self.step, "train_loss": losses.get("train"), "val_loss": losses.get("val"),
+                "best_val_loss": self.best_val, "out": str(self.out), "seconds": time.time() - self.t0,
+                "interrupted": interrupted}
+
+
+def _progress(cfg, start):
+    if not cfg.progress:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=cfg.max_iters, initial=start, unit="step", dynamic_ncols=True, leave=True)
+
+
+def _tqdm_print(message):
+    from tqdm import tqdm
+    tqdm.write(message)
+
+
+def train(cfg: TrainConfig | None = None, **overrides) -> dict:
+    """Train from Python: ``train(TrainConfig(max_iters=100))`` or ``train(max_iters=100)``."""
+    cfg = cfg or TrainConfig()
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return Trainer(cfg).run()
