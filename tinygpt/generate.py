@@ -99,7 +99,7 @@ def generate_ids(model, prompt, max_new_tokens=100, temperature=0.8, top_k=None,
             if use_cache:
                 cache = KVCache(model.config, batch=1, dtype=model.transformer.wte.weight.dtype)
                 logits, _ = model(ids, cache=cache, last_only=True)
-            for _ in range(max_new_tokens):
+            for i in range(max_new_tokens):
                 if not use_cache:
                     logits, _ = model(ids[-block:], last_only=True)
                 row = backend.to_numpy(logits.data[0, -1])             # (V,)
@@ -109,7 +109,7 @@ def generate_ids(model, prompt, max_new_tokens=100, temperature=0.8, top_k=None,
                 nxt = int(np.argmax(probs)) if temperature == 0 else int(rng.choice(probs.size, p=probs))
                 yield nxt
                 ids.append(nxt)
-                if eot is not None and nxt == eot:
+                if (eot is not None and nxt == eot) or i == max_new_tokens - 1:
                     return
                 if use_cache:
                     if cache.length >= block:   # the window slides: rebuild from the last block tokens

@@ -1,0 +1,54 @@
+"""The chat REPL, driven through a pipe."""
+import io
+
+from autograd import backend
+from tinygpt import GPT2, GPTConfig
+from tinygpt.chat import Chat
+from tinygpt.tokenizer import CharTokenizer
+
+TEXT = "abcdefghijklmnopqrstuvwxyz ,.?!\n"
+
+
+def model(block_size=32):
+    backend.seed(0)
+    tok = CharTokenizer.from_text(TEXT)
+    return GPT2(GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=1, n_head=2, n_embd=8),
+                tokenizer=tok)
+
+
+def chat(lines, **kw):
+    out = io.StringIO()
+    c = Chat(model(), stdin=io.StringIO("".join(line + "\n" for line in lines)), stdout=out, seed=0, **kw)
+    c.run()
+    return c, out.getvalue()
+
+
+def test_piped_turns_each_get_a_reply_and_end_of_input_exits():
+    c, out = chat(["hello there", "how are you"], max_new_tokens=8)
+    assert out.count("bot> ") == 2
+    assert c.turns[0] == "hello there" and c.turns[2] == "how are you" and len(c.turns) == 4
+
+
+def test_commands_change_the_settings():
+    c, out = chat(["/temp 0", "/topk 5", "/topp 0.9", "/max 7", "/help", "/nonsense", "/temp hot"])
+    assert c.temperature == 0 and c.top_k == 5 and c.top_p == 0.9 and c.max_new_tokens == 7
+    assert "/debug" in out and "unknown command /nonsense" in out and "bad value 'hot' for /temp" in out
+
+
+def test_reset_forgets_and_quit_stops_reading():
+    c, out = chat(["hi", "/reset", "/quit", "never read"], max_new_tokens=4)
+    assert c.turns == [] and "(conversation cleared)" in out and out.count("bot> ") == 1
+
+
+def test_debug_shows_the_top_5_candidates_under_each_token():
+    c, out = chat(["/debug", "hi"], max_new_tokens=3, temperature=0)
+    lines = [line for line in out.splitlines() if "<-" in line]
+    assert len(lines) >= 1 and all(line.count("%") == 5 for line in lines)
+
+
+def test_the_oldest_turns_drop_first_when_the_context_is_full():
+    c = Chat(model(block_size=32), stdin=io.StringIO(""), stdout=io.StringIO(), max_new_tokens=8)
+    c.turns = ["first turn is long", "second turn", "third"]
+    ids = c.context_ids()
+    text = c.tok.decode(ids)
+    assert len(ids) <= 32 - 8 and "third" in text and "first" not in text

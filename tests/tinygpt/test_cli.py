@@ -1,0 +1,96 @@
+"""Every user mistake gets one clear line on stderr and a non-zero exit, no traceback."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tinygpt(*args, cwd=None, input=None):
+    return subprocess.run([sys.executable, "-m", "tinygpt", *args], cwd=cwd or ROOT, capture_output=True,
+                          text=True, input=input, env=dict(os.environ), timeout=120)
+
+
+def assert_one_line_error(result, *needles):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("command", ["generate", "chat"])
+def test_a_missing_checkpoint_says_to_train_first(command, tmp_path):
+    result = tinygpt(command, "--checkpoint", str(tmp_path / "nothing"), cwd=tmp_path)
+    assert_one_line_error(result, "no checkpoint", "tinygpt train")
+
+
+def test_the_default_checkpoint_missing_says_to_train_first(tmp_path):
+    assert_one_line_error(tinygpt("chat", cwd=tmp_path), "runs/shakespeare", "tinygpt train")
+
+
+def test_an_empty_folder_is_not_a_checkpoint(tmp_path):
+    assert_one_line_error(tinygpt("generate", "--checkpoint", str(tmp_path)), "no checkpoint in")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--max-iters", "ten"], "--max-iters"),
+    (["--lr", "fast"], "--lr"),
+    (["--tokenizer", "words"], "--tokenizer"),
+    (["--device", "tpu"], "--device"),
+    (["--bogus"], "unrecognized arguments"),
+])
+def test_bad_train_flags(args, needle, tmp_path):
+    assert_one_line_error(tinygpt("train", *args, cwd=tmp_path), needle)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--preset", "gpt5"], "unknown preset 'gpt5'"),
+    (["--data", "/no/such/file.txt"], "does not exist"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--lr", "-1"], "--lr must be positive"),
+])
+def test_bad_train_values(args, needle, tmp_path):
+    assert_one_line_error(tinygpt("train", *args, cwd=tmp_path), needle)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--temperature", "-1"], "--temperature"),
+    (["--top-p", "1.5"], "--top-p"),
+    (["--max-new-tokens", "0"], "--max-new-tokens"),
+])
+def test_bad_sampling_values(args, needle, tmp_path):
+    assert_one_line_error(tinygpt("generate", *args, cwd=tmp_path), needle)
+
+
+def test_asking_for_cuda_without_cupy_is_one_line(tmp_path):
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed here")
+    except ImportError:
+        pass
+    assert_one_line_error(tinygpt("train", "--device", "cuda", cwd=tmp_path), "CuPy", "tinygpt[cuda]")
+
+
+def test_help_explains_every_command():
+    top = tinygpt("--help")
+    assert top.returncode == 0 and all(c in top.stdout for c in ("train", "generate", "chat"))
+    train = tinygpt("train", "--help")
+    assert train.returncode == 0
+    for flag in ("--data", "--preset", "--tokenizer", "--max-iters", "--batch-size", "--block-size", "--lr",
+                 "--eval-interval", "--out", "--resume", "--device", "--seed", "--grad-accum", "--warmup-iters"):
+        assert flag in train.stdout, flag
+
+
+def test_every_train_config_field_is_a_flag():
+    from dataclasses import fields
+
+    from tinygpt import TrainConfig
+    from tinygpt.cli import build_parser
+    sub = build_parser()._subparsers._group_actions[0].choices["train"]
+    dests = {a.dest for a in sub._actions}
+    assert {f.name for f in fields(TrainConfig)} <= dests

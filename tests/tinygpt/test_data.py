@@ -1,0 +1,87 @@
+"""Corpus loading, the token cache, the split and the batches; every bad input."""
+import numpy as np
+import pytest
+
+from tinygpt import TinyGPTError
+from tinygpt.data import TokenData, cache_dir, load_corpus
+from tinygpt.tokenizer import CharTokenizer, GPT2Tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYGPT_CACHE", str(tmp_path / "cache"))
+
+
+def test_the_bundled_corpus_is_the_default():
+    text, name = load_corpus(None)
+    assert name == "shakespeare" and len(text) == 1_186_712
+
+
+def test_a_folder_of_text_files_is_joined_in_order(tmp_path):
+    (tmp_path / "b.txt").write_text("second")
+    (tmp_path / "a.txt").write_text("first")
+    (tmp_path / "notes.md").write_text("ignored")
+    text, name = load_corpus(tmp_path)
+    assert text == "first\n\nsecond" and name == tmp_path.name
+
+
+def test_a_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(TinyGPTError, match="does not exist"):
+        load_corpus(tmp_path / "nope.txt")
+
+
+def test_an_empty_corpus_is_a_clear_error(tmp_path):
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(TinyGPTError, match="is empty"):
+        load_corpus(tmp_path / "empty.txt")
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(TinyGPTError, match="no .txt files"):
+        load_corpus(tmp_path / "sub")
+
+
+def test_bytes_that_are_not_utf8_name_the_file_and_offset(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(b"caf\xe9 au lait")
+    with pytest.raises(TinyGPTError, match=r"latin1\.txt is not UTF-8 text: byte 3 \(0xe9\)"):
+        load_corpus(path)
+
+
+def test_a_corpus_shorter_than_one_window_is_a_clear_error():
+    text = "abcdefghij" * 3
+    with pytest.raises(TinyGPTError, match="too short.*--block-size"):
+        TokenData(text, CharTokenizer.from_text(text), block_size=8)
+
+
+def test_tokens_are_cached_as_uint16_and_reused():
+    text = "the quick brown fox jumps over the lazy dog. " * 50
+    tok = GPT2Tokenizer()
+    first = TokenData(text, tok, block_size=8)
+    files = list(cache_dir().iterdir())
+    assert len(files) == 1 and files[0].stat().st_size == 2 * len(first.tokens)
+    assert isinstance(first.tokens, np.memmap) and first.tokens.dtype == np.uint16
+    second = TokenData(text, tok, block_size=8)
+    np.testing.assert_array_equal(first.tokens, second.tokens)
+    # a different tokenizer gets its own cache entry
+    TokenData(text, CharTokenizer.from_text(text), block_size=8)
+    assert len(list(cache_dir().iterdir())) == 2
+
+
+def test_the_split_is_90_10_and_batches_are_shifted_windows():
+    text = "".join(chr(97 + (i * 7) % 26) for i in range(2000))
+    data = TokenData(text, CharTokenizer.from_text(text), block_size=16, seed=3)
+    assert len(data.splits["train"]) == 1800 and len(data.splits["val"]) == 200
+    x, y = data.get_batch("train", 5)
+    assert x.shape == y.shape == (5, 16) and x.dtype == np.int64
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])
+
+
+def test_batches_are_reproducible_from_the_seed_and_the_saved_state():
+    text = "".join(chr(97 + (i * 11) % 26) for i in range(3000))
+    tok = CharTokenizer.from_text(text)
+    a, b = TokenData(text, tok, 8, seed=1), TokenData(text, tok, 8, seed=1)
+    np.testing.assert_array_equal(a.get_batch("train", 4)[0], b.get_batch("train", 4)[0])
+    state = a.rng_state()
+    expected = a.get_batch("train", 4)[0]
+    c = TokenData(text, tok, 8, seed=99)
+    c.set_rng_state(state)
+    np.testing.assert_array_equal(c.get_batch("train", 4)[0], expected)

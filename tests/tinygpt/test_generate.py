@@ -1,0 +1,91 @@
+"""Sampling: the KV cache changes nothing but the cost; top-k/top-p; long prompts."""
+import numpy as np
+import pytest
+
+from autograd import backend
+from tinygpt import GPT2, GPTConfig, TinyGPTError
+from tinygpt.generate import generate_ids, generate_text, next_token_distribution
+from tinygpt.tokenizer import CharTokenizer
+
+TEXT = "first citizen: before we proceed any further, hear me speak.\n"
+
+
+def char_model(block_size=16, seed=0):
+    backend.seed(seed)
+    tok = CharTokenizer.from_text(TEXT)
+    return GPT2(GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=16),
+                tokenizer=tok)
+
+
+@pytest.mark.parametrize("new_tokens", [5, 40])   # 40 runs well past the 16-token context
+def test_greedy_output_is_identical_with_and_without_the_kv_cache(new_tokens):
+    model = char_model()
+    prompt = model.tokenizer.encode("hear me ")
+    cached = list(generate_ids(model, prompt, new_tokens, temperature=0, use_cache=True))
+    plain = list(generate_ids(model, prompt, new_tokens, temperature=0, use_cache=False))
+    assert len(cached) == new_tokens and cached == plain
+
+
+def test_sampled_output_is_identical_with_and_without_the_kv_cache_for_a_seed():
+    model = char_model()
+    a = list(generate_ids(model, "we ", 30, temperature=1.0, top_k=5, seed=4, use_cache=True))
+    b = list(generate_ids(model, "we ", 30, temperature=1.0, top_k=5, seed=4, use_cache=False))
+    assert a == b
+
+
+def test_the_kv_cache_decodes_one_token_per_step():
+    model = char_model(block_size=64)
+    calls = []
+    original = model.forward
+
+    def spy(ids, *args, **kwargs):
+        calls.append(len(ids) if isinstance(ids, list) else np.asarray(ids).shape[-1])
+        return original(ids, *args, **kwargs)
+    model.forward = spy
+    list(generate_ids(model, "first ", 20, temperature=0))
+    assert calls[0] == 6 and calls[1:] == [1] * 19
+
+
+def test_a_seed_makes_sampling_reproducible():
+    model = char_model()
+    assert generate_text(model, "be", 20, seed=1) == generate_text(model, "be", 20, seed=1)
+
+
+def test_a_prompt_longer_than_the_context_keeps_its_tail_with_a_warning(capsys):
+    model = char_model(block_size=16)
+    out = list(generate_ids(model, TEXT, 3, temperature=0))
+    assert len(out) == 3
+    err = capsys.readouterr().err
+    assert "keeping the last 16" in err
+
+
+def test_generation_stops_at_end_of_text():
+    model = char_model()
+    model.tokenizer.eot_id = model.tokenizer.index["e"]   # pretend 'e' ends the text
+    model.transformer.wte.weight.data[...] = 0.0
+    model.transformer.wte.weight.data[model.tokenizer.index["e"], 0] = 50.0
+    model.transformer.ln_f.weight.data[...] = 0.0
+    model.transformer.ln_f.bias.data[...] = 0.0
+    model.transformer.ln_f.bias.data[0] = 1.0   # every position's logits favour 'e'
+    out = list(generate_ids(model, "hi", 10, temperature=0))
+    assert out == [model.tokenizer.index["e"]]
+
+
+def test_temperature_zero_is_greedy_and_top_k_keeps_k():
+    logits = np.array([1.0, 3.0, 2.0, -1.0, 0.5])
+    np.testing.assert_array_equal(next_token_distribution(logits, 0), [0, 1, 0, 0, 0])
+    p = next_token_distribution(logits, 1.0, top_k=2)
+    assert np.count_nonzero(p) == 2 and p[1] > p[2] > 0 and p.sum() == pytest.approx(1)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    p = next_token_distribution(logits, 1.0, top_p=0.7)
+    np.testing.assert_allclose(p, [0.5 / 0.8, 0.3 / 0.8, 0, 0])
+    p = next_token_distribution(logits, 1.0, top_p=0.5)
+    np.testing.assert_allclose(p, [1, 0, 0, 0])
+
+
+def test_bad_sampling_settings_are_clear_errors():
+    with pytest.raises(TinyGPTError, match="bad sampling settings"):
+        next_token_distribution(np.zeros(3), -1.0)

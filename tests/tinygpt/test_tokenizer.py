@@ -1,0 +1,51 @@
+"""Tokenizers: GPT-2 BPE offline from the shipped ranks, and characters."""
+import os
+
+import pytest
+
+from tinygpt import TinyGPTError
+from tinygpt.tokenizer import (CharTokenizer, GPT2Tokenizer, StreamDecoder, make_tokenizer,
+                               tokenizer_from_dict)
+
+
+def test_gpt2_bpe_encodes_hello_world_like_openai(tmp_path, monkeypatch):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # nothing may be fetched or cached
+    tok = GPT2Tokenizer()
+    assert tok.encode("Hello world!") == [15496, 995, 0]
+    assert tok.encode("<|endoftext|>") == [50256] and tok.eot_id == 50256
+    assert tok.vocab_size == 50257
+    assert os.listdir(tmp_path) == []
+
+
+def test_gpt2_bpe_round_trips_unicode():
+    tok = GPT2Tokenizer()
+    text = "Wherefore art thou, Romeo? — naïve café ✓ 東京"
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_stream_decoder_never_emits_half_a_character():
+    tok = GPT2Tokenizer()
+    ids = tok.encode("東京")                     # multi-byte characters split over byte tokens
+    decoder = StreamDecoder(tok)
+    pieces = [decoder.push(i) for i in ids] + [decoder.flush()]
+    assert "".join(pieces) == "東京"
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_char_tokenizer_round_trip_and_saved_alphabet():
+    tok = CharTokenizer.from_text("to be or not to be")
+    assert tok.vocab_size == len(set("to be or not to be"))
+    assert tok.decode(tok.encode("be not")) == "be not"
+    again = tokenizer_from_dict(tok.to_dict())
+    assert again.chars == tok.chars and again.encode("to be") == tok.encode("to be")
+
+
+def test_char_tokenizer_skips_unknown_characters_with_a_warning(capsys):
+    tok = CharTokenizer.from_text("abc")
+    assert tok.encode("abzc") == [0, 1, 2]
+    assert "'z'" in capsys.readouterr().err
+
+
+def test_unknown_tokenizer_is_a_clear_error():
+    with pytest.raises(TinyGPTError, match="choose gpt2 or char"):
+        make_tokenizer("sentencepiece")

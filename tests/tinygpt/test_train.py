@@ -1,0 +1,146 @@
+"""The trainer: outputs, exact resume, NaN handling, Ctrl-C, and the train -> generate
+-> chat -> GPT2.load contract end to end."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinygpt import GPT2, TinyGPTError, TrainConfig
+from tinygpt.checkpoint import read_arrays
+from tinygpt.train import Trainer
+
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+          "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 30
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "citizens.txt"
+    path.write_text(CORPUS)
+    return path
+
+
+def small_config(corpus, out, **kw):
+    base = dict(data=str(corpus), out=str(out), preset="tiny", tokenizer="char", block_size=16, batch_size=4,
+                max_iters=12, eval_interval=4, eval_iters=2, lr=3e-3, warmup_iters=2, sample_tokens=0,
+                progress=False, seed=5)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def run(cfg, **kw):
+    return Trainer(cfg, out_stream=lambda *_: None, **kw).run()
+
+
+def test_a_run_writes_checkpoints_a_log_and_a_loss_plot(corpus, tmp_path):
+    summary = run(small_config(corpus, tmp_path / "run"))
+    out = tmp_path / "run"
+    assert summary["step"] == 12 and not summary["interrupted"]
+    for name in ("latest/model.safetensors", "latest/optimizer.safetensors", "latest/state.json",
+                 "best/model.safetensors", "log.jsonl", "loss.png"):
+        assert (out / name).stat().st_size > 0, name
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [0, 4, 8, 12]
+    assert sum(r["kind"] == "train" for r in records) == 12
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not any(p.name.startswith(("latest.", "best.")) for p in out.iterdir())  # no temporary leftovers
+
+
+def test_training_lowers_the_loss(corpus, tmp_path):
+    summary = run(small_config(corpus, tmp_path / "run", max_iters=60, eval_interval=30))
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
+    assert summary["best_val_loss"] == min(r["val_loss"] for r in evals)
+
+
+def test_resume_continues_exactly_bit_for_bit(corpus, tmp_path):
+    common = dict(lr_decay_iters=16, dropout=0.1)   # a schedule that does not depend on max_iters
+    run(small_config(corpus, tmp_path / "straight", max_iters=16, **common))
+    run(small_config(corpus, tmp_path / "split", max_iters=8, **common))
+    resumed = TrainConfig(out=str(tmp_path / "split"), resume=True, max_iters=16, progress=False)
+    summary = run(resumed, explicit={"out", "resume", "max_iters", "progress"})
+    assert summary["step"] == 16
+    a = read_arrays(tmp_path / "straight" / "latest" / "model.safetensors")
+    b = read_arrays(tmp_path / "split" / "latest" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
+    oa = read_arrays(tmp_path / "straight" / "latest" / "optimizer.safetensors")
+    ob = read_arrays(tmp_path / "split" / "latest" / "optimizer.safetensors")
+    assert all(np.array_equal(oa[k], ob[k]) for k in oa)
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(corpus, tmp_path):
+    with pytest.raises(TinyGPTError, match="no checkpoint"):
+        run(small_config(corpus, tmp_path / "empty", resume=True))
+
+
+def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
+    from autograd import optim
+    cfg = small_config(corpus, tmp_path / "run", max_iters=12, eval_interval=4)
+    original = optim.AdamW.step
+    calls = {"n": 0}
+
+    def step_then_poison(self):
+        original(self)
+        calls["n"] += 1
+        if calls["n"] == 6:  # after the 6th update, a weight turns into NaN: step 6's loss is NaN
+            self.param_groups[0]["params"][0].data[0, 0] = np.nan
+    monkeypatch.setattr(optim.AdamW, "step", step_then_poison)
+    with pytest.raises(TinyGPTError, match=r"loss became nan at step 6.*last good checkpoint \(step 4\)"):
+        run(cfg)
+    state = json.loads((tmp_path / "run" / "latest" / "state.json").read_text())
+    assert state["step"] == 4
+    weights = read_arrays(tmp_path / "run" / "latest" / "model.safetensors")
+    assert all(np.isfinite(w).all() for w in weights.values())
+
+
+def test_ctrl_c_saves_and_exits_cleanly(corpus, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tinygpt", "train", "--data", str(corpus), "--out", str(out), "--preset", "tiny",
+           "--tokenizer", "char", "--block-size", "16", "--batch-size", "4", "--max-iters", "100000",
+           "--eval-interval", "100000", "--eval-iters", "1", "--sample-tokens", "0", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ))
+    deadline = time.time() + 60
+    log = out / "log.jsonl"
+    while time.time() < deadline and (not log.exists() or log.read_text().count('"train"') < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted at step" in stdout and "--resume" in stdout
+    state = json.loads((out / "latest" / "state.json").read_text())
+    assert state["step"] >= 3
+
+
+def test_train_then_generate_chat_and_load_end_to_end(corpus, tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ)
+    train = subprocess.run([sys.executable, "-m", "tinygpt", "train", "--data", str(corpus), "--out", str(out),
+                            "--preset", "tiny", "--tokenizer", "char", "--block-size", "16", "--max-iters", "30",
+                            "--eval-interval", "15", "--eval-iters", "2", "--sample-tokens", "10", "--no-progress"],
+                           cwd=ROOT, capture_output=True, text=True, env=env)
+    assert train.returncode == 0, train.stderr
+    assert "done: 30 steps" in train.stdout
+    gen = subprocess.run([sys.executable, "-m", "tinygpt", "generate", "--checkpoint", str(out), "--prompt", "All:",
+                          "--max-new-tokens", "20", "--seed", "1"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert gen.returncode == 0, gen.stderr
+    assert gen.stdout.startswith("All:") and len(gen.stdout) >= 20
+    chat = subprocess.run([sys.executable, "-m", "tinygpt", "chat", "--checkpoint", str(out), "--max-new-tokens", "10"],
+                          input="Speak, speak.\n/quit\n", cwd=ROOT, capture_output=True, text=True, env=env)
+    assert chat.returncode == 0, chat.stderr
+    assert "bot>" in chat.stdout
+    model = GPT2.load(out)
+    text = model.generate("First", max_length=15, seed=1)
+    assert text.startswith("First") and len(text) > len("First")
+    assert model.tokenizer.kind == "char" and model.config.block_size == 16
