@@ -29,7 +29,7 @@ import numpy as np
 __all__ = [
     "BackendUnavailable", "use_backend", "xp", "name", "is_cuda", "to_numpy", "asarray",
     "seed", "rng", "get_rng_state", "set_rng_state", "scatter_add_rows", "index_add", "device_info",
-    "synchronize", "np",
+    "synchronize", "np", "parallel_rows", "host_threads",
 ]
 
 
@@ -191,6 +191,41 @@ def index_add(out, index, values) -> None:
         cupyx.scatter_add(out, index, values)
     else:
         np.add.at(out, index, values)
+
+
+# ----------------------------------------------------------------------------- host threads
+_pool = {"executor": None}
+
+
+def host_threads() -> int:
+    """CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def parallel_rows(fn, n_rows: int, min_rows: int = 64) -> None:
+    """Call ``fn(start, stop)`` on row ranges that together cover ``range(n_rows)``, in
+    parallel threads, one per core.
+
+    NumPy's elementwise loops run on one core but release Python's GIL, so a kernel can
+    spread its elementwise work (exp, tanh, ...) over the cores by handing each thread
+    its own rows; matrix products are already multi-threaded by BLAS. ``fn`` must only
+    write to its own rows. On CUDA, or for fewer than ``2 * min_rows`` rows, one call.
+    """
+    workers = 1 if is_cuda() else min(host_threads(), n_rows // max(1, min_rows))
+    if workers <= 1:
+        fn(0, n_rows)
+        return
+    if _pool["executor"] is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _pool["executor"] = ThreadPoolExecutor(max_workers=host_threads(), thread_name_prefix="tinygpt-rows")
+    bounds = [n_rows * i // workers for i in range(workers + 1)]
+    futures = [_pool["executor"].submit(fn, bounds[i], bounds[i + 1]) for i in range(1, workers)]
+    fn(bounds[0], bounds[1])  # the calling thread takes the first share
+    for f in futures:
+        f.result()  # re-raises a worker's exception
 
 
 def _init_from_environment() -> None:

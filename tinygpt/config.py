@@ -88,7 +88,7 @@ class TrainConfig:
     dropout: float = field(default=0.0, metadata={"help": "dropout probability"})
     batch_size: int = field(default=12, metadata={"help": "sequences per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    max_iters: int = field(default=700, metadata={"help": "optimizer steps"})
+    max_iters: int = field(default=300, metadata={"help": "optimizer steps"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
     min_lr: float | None = field(default=None, metadata={"help": "final learning rate (default: lr / 10)"})
     warmup_iters: int = field(default=50, metadata={"help": "steps of linear warm-up"})

@@ -33,6 +33,7 @@ from .. import backend
 from ..function import Function
 
 CHUNK_ELEMENTS = 1 << 24   # about 64 MB of float32 logits per chunk of rows (large chunks keep the GEMM efficient)
+CACHE_ELEMENTS = 1 << 17   # about 512 KB: the rows one core works through at a time
 
 
 class LinearCrossEntropy(Function):
@@ -58,25 +59,36 @@ class LinearCrossEntropy(Function):
         row_scale = (keep * inv_n).astype(x2.dtype)[:, None]                # (N, 1): 1/n, or 0 if ignored
         wt = weight.T                                                       # (C, V), a view
         step = max(1, CHUNK_ELEMENTS // vocab)
+        ROWS_IN_CACHE = max(1, CACHE_ELEMENTS // vocab)
         if ctx.requires_grad:
             probs = xp.empty((n_rows, vocab), dtype=x2.dtype)               # becomes P, chunk by chunk
-        total = xp.zeros((), dtype=xp.float64)
+        losses = xp.empty(n_rows, dtype=xp.float64)                         # lse_i - z_{i,t_i}
+
+        def softmax_rows(z, a, lo, hi):
+            """Rows lo:hi of the chunk of logits z starting at row a -> loss terms, and P
+            (in place) if gradients are wanted. Walks a few rows at a time so that the
+            passes over each row (max, subtract, exp, sum, scale) hit the core's cache."""
+            for r0 in range(lo, hi, ROWS_IN_CACHE):
+                r1 = min(hi, r0 + ROWS_IN_CACHE)
+                zz, tt = z[r0:r1], safe_targets[a + r0:a + r1]
+                rows = xp.arange(r1 - r0)
+                picked = zz[rows, tt]                                       # z_{i, t_i}
+                m = zz.max(axis=1, keepdims=True)                           # (rows, 1)
+                zz -= m
+                xp.exp(zz, out=zz)                                          # exp(z_ij - m_i)
+                s = zz.sum(axis=1, keepdims=True)                           # (rows, 1)
+                losses[a + r0:a + r1] = m[:, 0] + xp.log(s[:, 0]) - picked  # lse_i - z_{i,t_i}
+                if ctx.requires_grad:
+                    scale = row_scale[a + r0:a + r1]                        # 1/n, or 0 if ignored
+                    zz *= scale / s                                         # softmax(z_i) / n
+                    zz[rows, tt] -= scale[:, 0]                             # - onehot(t_i) / n
+
         for a in range(0, n_rows, step):
             b = min(n_rows, a + step)
             z = probs[a:b] if ctx.requires_grad else xp.empty((b - a, vocab), dtype=x2.dtype)
-            xp.matmul(x2[a:b], wt, out=z)                                   # logits of these rows
-            rows = xp.arange(b - a)
-            picked = z[rows, safe_targets[a:b]]                             # z_{i, t_i}
-            m = z.max(axis=1, keepdims=True)
-            z -= m
-            xp.exp(z, out=z)
-            s = z.sum(axis=1, keepdims=True)
-            lse = m[:, 0] + xp.log(s[:, 0])
-            total += ((lse - picked) * keep[a:b]).sum(dtype=xp.float64)
-            if ctx.requires_grad:
-                z *= 1.0 / s                                                # softmax(z_i)
-                z[rows, safe_targets[a:b]] -= 1.0                           # - onehot(t_i)
-                z *= row_scale[a:b]                                         # / n, or 0 if ignored
+            xp.matmul(x2[a:b], wt, out=z)                                   # logits of these rows (BLAS threads)
+            backend.parallel_rows(lambda lo, hi: softmax_rows(z, a, lo, hi), b - a)  # one thread per core
+        total = (losses * keep).sum()
         if ctx.requires_grad:
             ctx.save_for_backward(x2, weight, probs)
             ctx.x_shape = x.shape

@@ -1,0 +1,82 @@
+"""linear_cross_entropy(x, W, targets): the fused head + loss equals linear then
+cross_entropy, passes gradcheck, and matches PyTorch."""
+import numpy as np
+import pytest
+
+from autograd import Tensor, backend, gradcheck, no_grad
+from autograd import functional as F
+from autograd.kernels import linear_cross_entropy as lce
+from tests.helpers import rand, torch_or_skip
+
+
+def test_linear_cross_entropy_gradcheck_with_ignored_rows():
+    targets = np.array([[1, 6, -1], [0, -1, 3]])
+    assert gradcheck(lambda x, w: F.linear_cross_entropy(x, w, targets), [rand(2, 3, 5, seed=1), rand(7, 5, seed=2)]).ok
+
+
+def test_it_equals_linear_followed_by_cross_entropy(monkeypatch):
+    x, w = rand(9, 4, seed=1), rand(11, 4, seed=2)
+    x2, w2 = rand(9, 4, seed=1), rand(11, 4, seed=2)
+    targets = np.random.default_rng(3).integers(0, 11, 9)
+    targets[4] = -1
+    monkeypatch.setattr(lce, "CHUNK_ELEMENTS", 25)            # 2 rows per chunk
+    monkeypatch.setattr(backend, "host_threads", lambda: 2)
+    fused = F.linear_cross_entropy(x, w, targets)
+    fused.backward()
+    plain = F.cross_entropy(F.linear(x2, w2), targets)
+    plain.backward()
+    np.testing.assert_allclose(fused.data, plain.data, rtol=1e-13)
+    np.testing.assert_allclose(x.grad, x2.grad, rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(w.grad, w2.grad, rtol=1e-11, atol=1e-14)
+
+
+def test_rows_split_over_threads_give_the_same_result(monkeypatch):
+    x, w = rand(300, 8, seed=1), rand(13, 8, seed=2)
+    targets = np.random.default_rng(3).integers(0, 13, 300)
+    one = F.linear_cross_entropy(x, w, targets)
+    one.backward()
+    g1 = x.grad.copy()
+    x.zero_grad()
+    monkeypatch.setattr(backend, "host_threads", lambda: 3)   # more threads than this machine may have
+    three = F.linear_cross_entropy(x, w, targets)
+    three.backward()
+    assert one.data == three.data and np.array_equal(g1, x.grad)
+
+
+def test_without_gradients_it_keeps_no_logits_and_gives_the_same_loss():
+    x, w = rand(6, 4, seed=1), rand(9, 4, seed=2)
+    targets = np.arange(6)
+    with no_grad():
+        evaluated = F.linear_cross_entropy(x, w, targets)
+    assert evaluated._ctx is None
+    np.testing.assert_allclose(evaluated.data, F.linear_cross_entropy(x, w, targets).data, rtol=1e-14)
+
+
+def test_large_logits_stay_finite_in_float32():
+    x = Tensor(np.full((2, 3), 100.0), requires_grad=True)
+    w = Tensor(np.array([[50.0, 50.0, 50.0], [-50.0, -50.0, -50.0]]), requires_grad=True)  # logits +-1.5e4
+    loss = F.linear_cross_entropy(x, w, np.array([1, 0]))
+    loss.backward()
+    assert np.isfinite(loss.data) and np.all(np.isfinite(x.grad)) and np.all(np.isfinite(w.grad))
+    np.testing.assert_allclose(loss.data, 15000.0 + np.log1p(np.exp(-30000.0)) / 2, rtol=1e-6)
+
+
+def test_bad_targets_are_clear_errors():
+    with pytest.raises(IndexError, match="target 9 is outside"):
+        F.linear_cross_entropy(rand(2, 3), rand(4, 3), np.array([0, 9]))
+
+
+def test_linear_cross_entropy_matches_torch():
+    torch = torch_or_skip()
+    x, w = rand(2, 5, 6, seed=1), rand(17, 6, seed=2)
+    targets = np.random.default_rng(3).integers(0, 17, (2, 5))
+    targets[0, 2] = -1
+    loss = F.linear_cross_entropy(x, w, targets)
+    loss.backward()
+    tx, tw = torch.tensor(x.data, requires_grad=True), torch.tensor(w.data, requires_grad=True)
+    tloss = torch.nn.functional.cross_entropy((tx @ tw.T).reshape(-1, 17), torch.tensor(targets).reshape(-1),
+                                              ignore_index=-1)
+    tloss.backward()
+    np.testing.assert_allclose(loss.data, tloss.item(), rtol=1e-12)
+    np.testing.assert_allclose(x.grad, tx.grad.numpy(), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(w.grad, tw.grad.numpy(), rtol=1e-10, atol=1e-13)
