@@ -4,6 +4,9 @@
     model = GPT2.load("runs/shakespeare")            # a checkpoint written by `tinygpt train`
     print(model.generate("Once upon a time", max_length=100))
     fresh = GPT2(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=128))
+
+    from tinygpt.train import train                   # training from Python
+    train(max_iters=100, tokenizer="char")
 """
 import autograd as _autograd
 
@@ -15,7 +18,6 @@ if not getattr(_autograd, "TINYGPT_ENGINE", False):
 from .config import PRESETS, GPTConfig, TrainConfig, preset  # noqa: E402
 from .errors import TinyGPTError  # noqa: E402
 from .model import GPT2  # noqa: E402
-from .train import train  # noqa: E402
 
 
 def load(path, device=None):
@@ -23,4 +25,4 @@ def load(path, device=None):
     return GPT2.load(path, device=device)
 
 
-__all__ = ["GPT2", "GPTConfig", "TrainConfig", "PRESETS", "preset", "train", "load", "TinyGPTError"]
+__all__ = ["GPT2", "GPTConfig", "TrainConfig", "PRESETS", "preset", "load", "TinyGPTError"]

@@ -130,13 +130,24 @@ class Chat:
         return True
 
     # ------------------------------------------------------------------ replies
+    def separator_ids(self) -> list[int]:
+        """The separator's tokens as they appear in running text, before a word.
+
+        BPE tokenizes a blank line at the very end of a text differently (one merged
+        token) from a blank line followed by more text (as in the training corpus); a
+        context ending in the merged token leaves the model somewhere it has never been.
+        """
+        ids = self.tok.encode(SEPARATOR + "a")
+        tail = self.tok.encode("a")
+        return ids[:-len(tail)] if ids[-len(tail):] == tail else self.tok.encode(SEPARATOR)
+
     def context_ids(self) -> list[int]:
         """The conversation's tokens, oldest turns dropped until there is room to reply."""
         block = self.model.config.block_size
         budget = max(block - self.max_new_tokens, block // 2)
         turns = list(self.turns)
         while True:
-            ids = self.tok.encode(SEPARATOR.join(turns) + SEPARATOR)
+            ids = self.tok.encode(SEPARATOR.join(turns)) + self.separator_ids()
             if len(ids) <= budget or len(turns) == 1:
                 return ids[-budget:]
             turns.pop(0)
@@ -144,7 +155,7 @@ class Chat:
     def reply(self, text: str) -> str:
         self.turns.append(text)
         decoder = StreamDecoder(self.tok)
-        reply, pending = "", ""
+        reply, pending, started = "", "", False
         seen = []
         on_logits = seen.append if self.debug else None
         seed = None if self.rng_seed is None else self.rng_seed + len(self.turns)
@@ -168,10 +179,13 @@ class Chat:
                 self._debug_line(token, seen[-1])
                 continue
             pending += piece
-            shown = pending.rstrip("\n") if reply.strip() else ""
+            if not started:                       # a reply never starts with blank lines
+                pending = pending.lstrip("\n")
+            shown = pending.rstrip("\n")           # newlines wait: they may begin the separator
             if shown:
                 self._write(shown)
                 pending = pending[len(shown):]
+                started = True
         reply = reply.strip("\n")
         self._write("\n" if not self.debug else f"(reply: {reply!r})\n")
         self.turns.append(reply)

@@ -52,3 +52,16 @@ def test_the_oldest_turns_drop_first_when_the_context_is_full():
     ids = c.context_ids()
     text = c.tok.decode(ids)
     assert len(ids) <= 32 - 8 and "third" in text and "first" not in text
+
+
+def test_the_context_ends_with_a_blank_line_tokenized_as_in_running_text():
+    # GPT-2 BPE merges a trailing "\n\n" into one token (628) that the corpus only has at
+    # the end of a text; before a word the same blank line is two "\n" tokens (198, 198)
+    from tinygpt.tokenizer import GPT2Tokenizer
+    backend.seed(0)
+    m = GPT2(GPTConfig(vocab_size=50257, block_size=32, n_layer=1, n_head=1, n_embd=4), tokenizer=GPT2Tokenizer())
+    c = Chat(m, stdin=io.StringIO(""), stdout=io.StringIO(), max_new_tokens=8)
+    c.turns = ["Good morrow."]
+    assert c.context_ids()[-2:] == [198, 198]
+    assert m.tokenizer.encode("Good morrow.\n\nROMEO")[4:6] == [198, 198]   # as in the corpus
+    assert m.tokenizer.encode("Good morrow.\n\n")[-1] == 628                  # what plain encoding gives

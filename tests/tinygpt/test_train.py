@@ -144,3 +144,43 @@ def test_train_then_generate_chat_and_load_end_to_end(corpus, tmp_path):
     text = model.generate("First", max_length=15, seed=1)
     assert text.startswith("First") and len(text) > len("First")
     assert model.tokenizer.kind == "char" and model.config.block_size == 16
+
+
+def test_the_same_seed_gives_the_same_run(corpus, tmp_path):
+    run(small_config(corpus, tmp_path / "a", max_iters=6, dropout=0.1))
+    run(small_config(corpus, tmp_path / "b", max_iters=6, dropout=0.1))
+    a = read_arrays(tmp_path / "a" / "latest" / "model.safetensors")
+    b = read_arrays(tmp_path / "b" / "latest" / "model.safetensors")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_gradient_accumulation_equals_one_batch_of_the_combined_size(corpus, tmp_path):
+    # two micro-batches of 4 draw the same windows as one batch of 8; the mean loss and
+    # therefore the update are the same, up to float32 summation order
+    run(small_config(corpus, tmp_path / "accum", max_iters=1, batch_size=4, grad_accum=2, eval_iters=1))
+    run(small_config(corpus, tmp_path / "whole", max_iters=1, batch_size=8, grad_accum=1, eval_iters=1))
+    a = read_arrays(tmp_path / "accum" / "latest" / "model.safetensors")
+    b = read_arrays(tmp_path / "whole" / "latest" / "model.safetensors")
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    la = [json.loads(line) for line in (tmp_path / "accum" / "log.jsonl").read_text().splitlines()]
+    lb = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
+    train_a = [r["loss"] for r in la if r["kind"] == "train"]
+    train_b = [r["loss"] for r in lb if r["kind"] == "train"]
+    np.testing.assert_allclose(train_a, train_b, rtol=1e-5)
+
+
+def test_plots_are_drawn_off_the_training_thread(corpus, tmp_path, monkeypatch):
+    import threading
+
+    import tinygpt.train as train_module
+    threads = []
+    real = train_module.plot_training
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(*args, **kwargs)
+    monkeypatch.setattr(train_module, "plot_training", spy)
+    run(small_config(corpus, tmp_path / "run", max_iters=8, eval_interval=4))
+    # one figure per evaluation while training (in a background thread), then the final one
+    assert threads[:-1] and not any(threads[:-1]) and threads[-1] is True
