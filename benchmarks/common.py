@@ -1,0 +1,81 @@
+"""Shared pieces of the benchmarks: configurations, weight copying, peak measurement."""
+from __future__ import annotations
+
+import os
+import resource
+import time
+
+from autograd import backend
+from tinygpt import GPT2, GPTConfig
+from tinygpt.checkpoint import to_hf_state_dict
+
+np = backend.np
+
+# name: (model config, batch size, timed steps)
+TRAIN_CONFIGS = {
+    "baby-char": (GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128), 12, 30),
+    "small": (GPTConfig(vocab_size=50257, block_size=128, n_layer=4, n_head=4, n_embd=256), 8, 10),
+    "mini": (GPTConfig(vocab_size=50257, block_size=512, n_layer=8, n_head=4, n_embd=768), 16, 3),
+    "gpt2": (GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768), 8, 10),
+}
+
+
+def flops_per_step(cfg: GPTConfig, batch: int) -> float:
+    """Floating-point operations of one training step (forward + backward = 3 forwards).
+
+    Per token, the forward does 2 flops per weight of every matrix product (12 C^2 per
+    layer, and V*C for the head) and, in attention, 2*T*C for q k^T plus 2*T*C for
+    P v per layer (the full T x T square, as the kernels compute it).
+    """
+    c, t, layers = cfg.n_embd, cfg.block_size, cfg.n_layer
+    matmul_weights = layers * 12 * c * c + cfg.vocab_size * c
+    forward_per_token = 2 * matmul_weights + layers * 4 * t * c
+    return 3.0 * forward_per_token * batch * t
+
+
+def measure_matmul_peak(seconds=3.0) -> float:
+    """float32 GFLOP/s of a large numpy matmul, GPT-sized (8192 x 768 x 3072), on this machine now."""
+    xp = backend.xp()
+    rng = np.random.default_rng(0)
+    a = backend.asarray(rng.standard_normal((8192, 768)).astype(np.float32))
+    b = backend.asarray(rng.standard_normal((768, 3072)).astype(np.float32))
+    out = xp.empty((8192, 3072), dtype=np.float32)
+    xp.matmul(a, b, out=out)
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        backend.synchronize()
+        t0 = time.perf_counter()
+        xp.matmul(a, b, out=out)
+        backend.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 8192 * 768 * 3072 / best / 1e9
+
+
+def tiny_gpt(cfg: GPTConfig, seed=0):
+    backend.seed(seed)
+    return GPT2(cfg)
+
+
+def hf_model(cfg: GPTConfig, ours: GPT2, attn: str):
+    """transformers' GPT2LMHeadModel with tinygpt's weights, dropout off, float32."""
+    import torch
+    import transformers
+    hf_cfg = transformers.GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd,
+                                     n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
+                                     attn_pdrop=0.0, activation_function="gelu_new", layer_norm_epsilon=1e-5,
+                                     attn_implementation=attn)
+    model = transformers.GPT2LMHeadModel(hf_cfg)
+    state = {k: torch.from_numpy(np.array(v)) for k, v in to_hf_state_dict(ours.state_dict()).items()}
+    model.load_state_dict(state, strict=False)
+    return model.float()
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process now (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    """The highest resident memory this process has had (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
