@@ -50,8 +50,8 @@ np = backend.np
 FRAMEWORKS = ("tinygpt", "torch-eager", "torch-sdpa")
 
 
-def make_steps(name, device):
-    """Build the three models on one batch; return {framework: step function}."""
+def make_steps(name, device, only=FRAMEWORKS):
+    """Build the models of ``only`` on one batch; return {framework: step function}."""
     import torch
     cfg, batch, _ = TRAIN_CONFIGS[name]
     rng = np.random.default_rng(0)
@@ -71,11 +71,14 @@ def make_steps(name, device):
         opt.step()
         opt.zero_grad()
         backend.synchronize()
-    steps["tinygpt"] = step_ours
+    if "tinygpt" in only:
+        steps["tinygpt"] = step_ours
 
     dev = torch.device("cuda" if device == "cuda" else "cpu")
     tx, ty = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
     for attn, label in (("eager", "torch-eager"), ("sdpa", "torch-sdpa")):
+        if label not in only:
+            continue
         model = hf_model(cfg, ours, attn).to(dev).train()
         decay = [p for p in model.parameters() if p.ndim >= 2]
         no_decay = [p for p in model.parameters() if p.ndim < 2]
@@ -99,14 +102,10 @@ def memory_probe(name, framework, device):
     """Run in a child process: peak memory a training step adds for one framework."""
     import torch
     torch.set_num_threads(THREADS)
-    steps = make_steps(name, device)
-    keep = steps[framework]
-    del steps
-    import gc
-    gc.collect()
+    step = make_steps(name, device, only=(framework,))[framework]
     base = rss_bytes()
     for _ in range(2):
-        keep()
+        step()
     print(json.dumps({"peak_added_bytes": peak_rss_bytes() - base}))
 
 

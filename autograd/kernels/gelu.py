@@ -12,8 +12,11 @@ Backward (g = dL/dy), with t = tanh(u) and dt/du = 1 - t^2:
     dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,    du/dx = k (1 + 3 c x^2)
     dL/dx = g * dy/dx
 
-Only x is saved (as PyTorch does); t is recomputed in backward, trading one tanh per
-element for not keeping a second (N, 4C) array alive between forward and backward.
+The forward saves x and t = tanh(u): the backward then needs no tanh (the costliest
+elementwise function here), at the price of keeping t between the passes. (PyTorch's
+autograd, running Hugging Face's GELU as separate operations, keeps more: x, x^3, u
+and tanh(u).) Both passes walk the rows in parallel threads, one per core, since
+NumPy's elementwise loops use one core each.
 """
 from __future__ import annotations
 
@@ -30,41 +33,48 @@ class GELU(Function):
     @staticmethod
     def forward(ctx, x):
         xp = backend.xp()
-        ctx.save_for_backward(x)
-        t = x * x                    # x^2; the chain below reuses this one buffer
-        t *= C
-        t += 1.0
-        t *= x                       # x + c x^3
-        t *= K                       # u
-        xp.tanh(t, out=t)            # t = tanh(u)
-        t += 1.0
-        t *= x
-        t *= 0.5                     # y = 0.5 x (1 + t)
-        return t
+        x2 = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)   # rows for the threads
+        y, t = xp.empty_like(x2), xp.empty_like(x2)
+
+        def rows(a, b):
+            xr, tr, yr = x2[a:b], t[a:b], y[a:b]
+            xp.multiply(xr, xr, out=tr)          # x^2
+            tr *= C
+            tr += 1.0
+            tr *= xr                             # x + c x^3
+            tr *= K                              # u
+            xp.tanh(tr, out=tr)                  # t = tanh(u)
+            xp.add(tr, 1.0, out=yr)
+            yr *= xr
+            yr *= 0.5                            # y = 0.5 x (1 + t)
+        backend.parallel_rows(rows, x2.shape[0])
+        ctx.save_for_backward(x2, t)
+        ctx.shape = x.shape
+        return y.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, g):
         xp = backend.xp()
-        (x,) = ctx.saved
-        x2 = x * x                   # x^2
-        t = x2 * C
-        t += 1.0
-        t *= x
-        t *= K
-        xp.tanh(t, out=t)            # t = tanh(u)
-        # du/dx = k (1 + 3 c x^2), kept in x2's buffer
-        x2 *= 3.0 * C
-        x2 += 1.0
-        x2 *= K
-        # dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx
-        dydx = 1.0 - t * t           # 1 - t^2
-        dydx *= x2
-        dydx *= x
-        dydx += t
-        dydx += 1.0
-        dydx *= 0.5
-        dydx *= g
-        return (dydx,)
+        x2, t = ctx.saved
+        g2 = g.reshape(x2.shape)
+        dx = xp.empty_like(x2)
+
+        def rows(a, b):
+            xr, tr, out = x2[a:b], t[a:b], dx[a:b]
+            du = xr * xr                         # x^2
+            du *= 3.0 * C
+            du += 1.0
+            du *= K                              # du/dx = k (1 + 3 c x^2)
+            xp.multiply(tr, tr, out=out)
+            xp.subtract(1.0, out, out=out)       # 1 - t^2
+            out *= du
+            out *= xr
+            out += tr
+            out += 1.0
+            out *= 0.5                           # dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx
+            out *= g2[a:b]                       # dL/dx = g dy/dx
+        backend.parallel_rows(rows, x2.shape[0])
+        return (dx.reshape(ctx.shape),)
 
 
 def gelu(x):
