@@ -7,7 +7,7 @@ import time
 
 from autograd import backend
 from tinygpt import GPT2, GPTConfig
-from tinygpt.checkpoint import to_hf_state_dict
+from tinygpt.hf import to_hf_state_dict
 
 np = backend.np
 

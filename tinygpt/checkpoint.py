@@ -167,29 +167,3 @@ def save_model(model, folder):
     """Just the weights, config and tokenizer (what ``GPT2.load`` needs)."""
     save_checkpoint(folder, model, {"step": getattr(model, "checkpoint_state", {}).get("step", 0)})
 
-
-# ----------------------------------------------------------------------------- Hugging Face layout
-# Hugging Face's GPT-2 keeps its attention and MLP weights in "Conv1D" modules whose
-# weight is (in_features, out_features): the transpose of tinygpt's (out, in). The
-# names are otherwise the same; the head ``lm_head.weight`` is the token embedding.
-HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-
-
-def from_hf_state_dict(hf_state: dict) -> dict:
-    """Hugging Face GPT2LMHeadModel arrays (host NumPy) -> tinygpt parameter arrays."""
-    out = {}
-    for name, value in hf_state.items():
-        if not name.startswith("transformer.") or name.endswith((".attn.bias", ".attn.masked_bias")):
-            continue  # lm_head.weight is tied to wte; attn.bias/masked_bias are old mask buffers
-        out[name] = np.ascontiguousarray(value.T) if name.endswith(HF_TRANSPOSED) else value
-    return out
-
-
-def to_hf_state_dict(state: dict) -> dict:
-    """tinygpt parameter arrays -> Hugging Face GPT2LMHeadModel arrays (with lm_head)."""
-    out = {}
-    for name, value in state.items():
-        value = backend.to_numpy(value)
-        out[name] = np.ascontiguousarray(value.T) if name.endswith(HF_TRANSPOSED) else value
-    out["lm_head.weight"] = out["transformer.wte.weight"]
-    return out

@@ -3,6 +3,8 @@
     tinygpt train     [--data PATH] [--preset NAME] [--tokenizer gpt2|char] ... (every TrainConfig field)
     tinygpt generate  [--checkpoint DIR] [--prompt TEXT] [--max-new-tokens N] ...
     tinygpt chat      [--checkpoint DIR] ...
+    tinygpt generate|chat --pretrained gpt2     (OpenAI's weights, see tinygpt/hf.py)
+    tinygpt export-hf RUN_DIR OUT_DIR           (Hugging Face format)
 
 User mistakes end with one line on stderr and a non-zero exit, never a traceback.
 """
@@ -79,6 +81,8 @@ def _train_arguments(parser):
 def _sampling_arguments(parser, max_new_tokens):
     parser.add_argument("--checkpoint", default=DEFAULT_RUN,
                         help=f"a run folder written by tinygpt train (default: {DEFAULT_RUN})")
+    parser.add_argument("--pretrained", metavar="NAME_OR_PATH", default=None,
+                        help="use GPT-2 weights instead: gpt2, gpt2-medium, ..., or a Hugging Face folder")
     parser.add_argument("--max-new-tokens", type=_positive_int, default=max_new_tokens,
                         help=f"tokens to generate (default: {max_new_tokens})")
     parser.add_argument("--temperature", type=_nonneg_float, default=0.8,
@@ -109,6 +113,12 @@ def build_parser():
                        description="A conversation with a trained model. Type /help inside for commands; "
                                    "Ctrl-D or /quit leaves. Works with a pipe on stdin too.")
     _sampling_arguments(p, 150)
+
+    p = sub.add_parser("export-hf", help="write a run's weights in Hugging Face's GPT-2 format",
+                       description="Write config.json and model.safetensors that transformers' "
+                                   "GPT2LMHeadModel.from_pretrained(OUT_DIR) loads.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by tinygpt train")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write")
     return parser
 
 
@@ -135,6 +145,8 @@ def _load(args):
     from .errors import TinyGPTError
     from .model import GPT2
     try:
+        if args.pretrained:
+            return GPT2.from_pretrained(args.pretrained, device=args.device)
         return GPT2.load(args.checkpoint, device=args.device)
     except BackendUnavailable as exc:
         raise TinyGPTError(str(exc)) from None
@@ -166,6 +178,20 @@ def _cmd_chat(args):
     return 0
 
 
+def _cmd_export_hf(args):
+    from .hf import export
+    from .model import GPT2
+
+    model = GPT2.load(args.run_dir)
+    out = export(model, args.out_dir)
+    if model.tokenizer is None or model.tokenizer.kind != "gpt2":
+        print("note: this model uses a character tokenizer; transformers will load the weights, but GPT-2's "
+              "tokenizer does not match its ids", file=sys.stderr)
+    print(f"wrote {out / 'config.json'} and {out / 'model.safetensors'}; load with "
+          f"transformers.GPT2LMHeadModel.from_pretrained({str(out)!r})")
+    return 0
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -174,7 +200,8 @@ def main(argv=None):
         return 2
     try:
         from .errors import TinyGPTError
-        command = {"train": _cmd_train, "generate": _cmd_generate, "chat": _cmd_chat}[args.command]
+        command = {"train": _cmd_train, "generate": _cmd_generate, "chat": _cmd_chat,
+                   "export-hf": _cmd_export_hf}[args.command]
         return command(args)
     except TinyGPTError as exc:
         print(f"tinygpt {args.command}: error: {exc}", file=sys.stderr)

@@ -81,6 +81,7 @@ class TrainConfig:
     out: str | None = field(default=None, metadata={"help": "run folder (default: runs/<corpus name>)"})
     preset: str = field(default="baby", metadata={"help": "model size: " + ", ".join(PRESETS)})
     tokenizer: str = field(default="gpt2", metadata={"help": "gpt2 (BPE, 50257 tokens) or char (one token per character)"})
+    init_from: str | None = field(default=None, metadata={"help": "fine-tune: start from GPT-2 weights (a name like gpt2, or a Hugging Face folder)"})
     n_layer: int | None = field(default=None, metadata={"help": "override the preset's layer count"})
     n_head: int | None = field(default=None, metadata={"help": "override the preset's head count"})
     n_embd: int | None = field(default=None, metadata={"help": "override the preset's width"})

@@ -193,6 +193,12 @@ class GPT2(nn.Module):
         from .checkpoint import load_model
         return load_model(path, device=device)
 
+    @classmethod
+    def from_pretrained(cls, name_or_path, device=None):
+        """OpenAI's GPT-2 weights from a Hugging Face folder, cache, or name (see tinygpt/hf.py)."""
+        from .hf import from_pretrained
+        return from_pretrained(name_or_path, device=device)
+
     def save(self, path):
         """Write the weights, config and tokenizer to a checkpoint folder."""
         from .checkpoint import save_model

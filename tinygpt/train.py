@@ -118,12 +118,18 @@ class Trainer:
             tokenizer = tokenizer_from_dict(resume_state["tokenizer"])
             from .config import GPTConfig
             mcfg = GPTConfig.from_dict(resume_state["model_config"])
+        elif cfg.init_from:
+            pretrained = self._pretrained(cfg)
+            tokenizer, mcfg = pretrained.tokenizer, pretrained.config
         else:
             tokenizer = make_tokenizer(cfg.tokenizer, text)
             mcfg = preset(cfg.preset, vocab_size=tokenizer.vocab_size, block_size=cfg.block_size,
                           n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)
         backend.seed(cfg.seed)
         self.model = GPT2(mcfg, tokenizer=tokenizer)
+        if cfg.init_from and resume_state is None:
+            self.model.load_state_dict(pretrained.state_dict())
+            del pretrained
         self.data = TokenData(text, tokenizer, mcfg.block_size, seed=cfg.seed + 1)
         eval_rng = np.random.default_rng(cfg.seed + 2)   # fixed evaluation batches, apart from training's
         self.eval_batches = {split: [self.data.get_batch(split, cfg.batch_size, rng=eval_rng)
@@ -149,6 +155,30 @@ class Trainer:
         elif self.log_path.exists():
             self.log_path.unlink()
         self.last_good_step = self.step if resume_state is not None else None
+
+    @staticmethod
+    def _pretrained(cfg):
+        """GPT-2 weights to fine-tune, with the context cropped to --block-size if asked."""
+        from dataclasses import replace
+
+        from .hf import from_pretrained
+        if cfg.tokenizer != "gpt2":
+            raise TinyGPTError("--init-from needs GPT-2's tokenizer (--tokenizer gpt2): the weights are "
+                               "tied to its 50257 token ids")
+        if cfg.n_layer or cfg.n_head or cfg.n_embd:
+            raise TinyGPTError("--init-from takes the model's shape from the weights; drop --n-layer/--n-head/--n-embd")
+        pretrained = from_pretrained(cfg.init_from)
+        if pretrained.tokenizer is None:
+            raise TinyGPTError(f"{cfg.init_from} has a vocabulary of {pretrained.config.vocab_size}, not GPT-2's "
+                               "50257: it cannot be fine-tuned with GPT-2's tokenizer")
+        block = cfg.block_size or pretrained.config.block_size
+        if block > pretrained.config.block_size:
+            raise TinyGPTError(f"--block-size {block} is longer than the pretrained context "
+                               f"({pretrained.config.block_size})")
+        wpe = pretrained.transformer.wpe.weight
+        wpe.data = wpe.data[:block].copy()                      # keep the first positions
+        pretrained.config = replace(pretrained.config, block_size=block, dropout=cfg.dropout)
+        return pretrained
 
     # ------------------------------------------------------------------ pieces
     def _log(self, record):

@@ -6,7 +6,7 @@ import pytest
 
 from autograd import Tensor, backend, gradcheck, optim
 from tinygpt import GPT2, GPTConfig, preset
-from tinygpt.checkpoint import from_hf_state_dict, to_hf_state_dict
+from tinygpt.hf import from_hf_state_dict, to_hf_state_dict
 from tests.helpers import torch_or_skip
 
 # a small, odd-sized configuration: 3 heads of 7, vocabulary 97, context 24

@@ -1,0 +1,196 @@
+"""Real GPT-2 weights without a network: random transformers models saved in every
+layout tinygpt reads, loaded, compared, exported back and fine-tuned."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinygpt import GPT2, TinyGPTError, TrainConfig
+from tinygpt.hf import export
+from tinygpt.train import Trainer
+from tests.helpers import torch_or_skip
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_hf(tmp_path_factory, name, vocab, positions, embd, layers, heads, safe=True):
+    torch = torch_or_skip()
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install -e '.[parity]')")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=vocab, n_positions=positions, n_embd=embd, n_layer=layers, n_head=heads,
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, activation_function="gelu_new",
+                                  bos_token_id=vocab - 1, eos_token_id=vocab - 1)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    folder = tmp_path_factory.mktemp(name)
+    if safe:
+        model.save_pretrained(folder)
+    else:  # the older PyTorch-pickle layout (transformers 5 writes safetensors only)
+        model.config.save_pretrained(folder)
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    return model, folder
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """An odd-sized model: vocabulary 97, 3 heads of 7, context 64 (safetensors)."""
+    return make_hf(tmp_path_factory, "small", 97, 64, 21, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def small_bin(tmp_path_factory):
+    """The same shape saved as pytorch_model.bin."""
+    return make_hf(tmp_path_factory, "small-bin", 97, 64, 21, 2, 3, safe=False)
+
+
+@pytest.fixture(scope="module")
+def bpe(tmp_path_factory):
+    """A narrow model with GPT-2's vocabulary, for text in and out."""
+    return make_hf(tmp_path_factory, "bpe", 50257, 64, 24, 2, 2)
+
+
+def hf_logits(model, ids):
+    import torch
+    with torch.no_grad():
+        return model(torch.tensor(ids)).logits.numpy()
+
+
+IDS = np.random.default_rng(1).integers(0, 97, (2, 20))
+
+
+def test_a_safetensors_folder_loads_and_matches_transformers(small):
+    hf, folder = small
+    assert (folder / "model.safetensors").exists()
+    ours = GPT2.from_pretrained(folder)
+    logits, _ = ours(IDS)
+    assert np.abs(logits.data - hf_logits(hf, IDS)).max() <= 1e-5     # float32 on both sides
+    assert ours.num_parameters() == hf.num_parameters()               # the tied head is not duplicated
+
+
+def test_a_pytorch_bin_folder_loads_with_weights_only(small_bin):
+    hf, folder = small_bin
+    assert (folder / "pytorch_model.bin").exists() and not (folder / "model.safetensors").exists()
+    ours = GPT2.from_pretrained(folder)
+    assert np.abs(ours(IDS)[0].data - hf_logits(hf, IDS)).max() <= 1e-5
+
+
+def test_the_hub_cache_layout_is_found_by_name_and_by_path(small, tmp_path, monkeypatch):
+    hf, folder = small
+    repo = tmp_path / "hub" / "models--gpt2"
+    snapshot = repo / "snapshots" / "0123abcd"
+    shutil.copytree(folder, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    by_name = GPT2.from_pretrained("gpt2")
+    by_path = GPT2.from_pretrained(repo)
+    expected = hf_logits(hf, IDS)
+    for model in (by_name, by_path):
+        assert np.abs(model(IDS)[0].data - expected).max() <= 1e-5
+
+
+def test_openai_names_without_the_transformer_prefix_load(small, tmp_path):
+    from safetensors.numpy import load_file, save_file
+    hf, folder = small
+    tensors = load_file(str(folder / "model.safetensors"))
+    bare = {k.removeprefix("transformer."): v for k, v in tensors.items()}
+    assert "wte.weight" in bare
+    (tmp_path / "openai").mkdir()
+    save_file(bare, str(tmp_path / "openai" / "model.safetensors"))
+    shutil.copy(folder / "config.json", tmp_path / "openai" / "config.json")
+    ours = GPT2.from_pretrained(tmp_path / "openai")
+    assert np.abs(ours(IDS)[0].data - hf_logits(hf, IDS)).max() <= 1e-5
+
+
+def test_fifty_greedy_tokens_match_transformers_generate(small):
+    import torch
+    hf, folder = small
+    ours = GPT2.from_pretrained(folder)
+    prompt = IDS[0, :8].tolist()
+    from tinygpt.generate import generate_ids
+    mine = list(generate_ids(ours, prompt, 50, temperature=0, stop_at_eot=False))
+    with torch.no_grad():
+        theirs = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, 8, dtype=torch.long),
+                             do_sample=False, max_new_tokens=50, min_new_tokens=50, pad_token_id=0)
+    assert mine == theirs[0, 8:].tolist()
+
+
+def test_export_loads_in_transformers_with_no_missing_or_unexpected_keys(small, tmp_path):
+    import transformers
+    hf, folder = small
+    ours = GPT2.from_pretrained(folder)
+    export(ours, tmp_path / "exported")
+    back, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "exported", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert np.abs(hf_logits(back.eval(), IDS) - ours(IDS)[0].data).max() <= 1e-5
+
+
+def test_export_hf_command_on_a_trained_run(tmp_path):
+    import transformers
+    corpus = tmp_path / "t.txt"
+    corpus.write_text("to be or not to be, that is the question. " * 40)
+    Trainer(TrainConfig(data=str(corpus), out=str(tmp_path / "run"), preset="tiny", tokenizer="char", max_iters=2,
+                        eval_iters=1, sample_tokens=0, progress=False), out_stream=lambda *_: None).run()
+    result = subprocess.run([sys.executable, "-m", "tinygpt", "export-hf", str(tmp_path / "run"), str(tmp_path / "hf")],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    back, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    ours = GPT2.load(tmp_path / "run")
+    ids = np.array([[1, 2, 3, 4]])
+    assert np.abs(hf_logits(back.eval(), ids) - ours(ids)[0].data).max() <= 1e-5
+
+
+def test_generate_with_pretrained_weights_from_the_command_line(bpe):
+    hf, folder = bpe
+    result = subprocess.run([sys.executable, "-m", "tinygpt", "generate", "--pretrained", str(folder), "--prompt",
+                             "The meaning of life is", "--max-new-tokens", "10", "--seed", "0"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("The meaning of life is") and len(result.stdout) > len("The meaning of life is")
+
+
+def test_fine_tuning_from_pretrained_weights_lowers_the_loss(bpe, tmp_path):
+    hf, folder = bpe
+    corpus = tmp_path / "mine.txt"
+    corpus.write_text("The cat sat on the mat. The dog sat on the log. " * 60)
+    cfg = TrainConfig(data=str(corpus), out=str(tmp_path / "ft"), init_from=str(folder), block_size=32, batch_size=4,
+                      max_iters=15, eval_interval=15, eval_iters=2, lr=3e-3, warmup_iters=2, sample_tokens=0,
+                      progress=False)
+    Trainer(cfg, out_stream=lambda *_: None).run()
+    evals = [json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines()
+             if '"eval"' in line]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
+    tuned = GPT2.load(tmp_path / "ft")
+    assert tuned.config.block_size == 32 and tuned.config.n_embd == 24
+
+
+def test_fine_tuning_needs_the_gpt2_tokenizer(bpe, tmp_path):
+    hf, folder = bpe
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abc " * 200)
+    with pytest.raises(TinyGPTError, match="--init-from needs GPT-2's tokenizer"):
+        Trainer(TrainConfig(data=str(corpus), init_from=str(folder), tokenizer="char", progress=False)).run()
+
+
+def test_fine_tuning_a_model_without_gpt2_vocabulary_is_refused(small, tmp_path):
+    hf, folder = small
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abc " * 200)
+    with pytest.raises(TinyGPTError, match="vocabulary of 97, not GPT-2's"):
+        Trainer(TrainConfig(data=str(corpus), init_from=str(folder), progress=False)).run()
+
+
+def test_offline_with_nothing_cached_says_where_to_put_the_files(tmp_path):
+    env = dict(os.environ, HF_HOME=str(tmp_path), HF_HUB_OFFLINE="1", HOME=str(tmp_path))
+    env.pop("HF_HUB_CACHE", None)
+    result = subprocess.run([sys.executable, "-m", "tinygpt", "generate", "--pretrained", "gpt2"], cwd=ROOT,
+                            capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no weights for 'gpt2'" in lines[0] and "config.json and model.safetensors" in lines[0]

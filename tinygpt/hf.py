@@ -1,0 +1,234 @@
+"""Real GPT-2 weights: load OpenAI's GPT-2 from the Hugging Face format, export back.
+
+Where the weights come from (``from_pretrained(name_or_path)`` tries in this order):
+  1. a local folder in Hugging Face layout: ``config.json`` and ``model.safetensors``
+     (or ``pytorch_model.bin``, read with ``torch.load(weights_only=True)`` when PyTorch
+     is installed: never an unrestricted pickle);
+  2. a folder of the Hugging Face cache layout (``models--gpt2`` with ``refs/`` and
+     ``snapshots/<revision>/``);
+  3. a name (``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``, ``distilgpt2``, or any
+     ``owner/name``) found in the cache (``$HF_HUB_CACHE``, ``$HF_HOME/hub`` or
+     ``~/.cache/huggingface/hub``);
+  4. the same name downloaded with ``huggingface_hub`` (the optional extra ``hf``), when
+     that package is installed and the network answers.
+
+Layout: Hugging Face's GPT-2 stores the attention and MLP weights in "Conv1D" modules,
+(in_features, out_features): the transpose of tinygpt's (out, in). The output head
+``lm_head.weight`` is the token embedding (tied), so it is never loaded twice. The
+original OpenAI checkpoints name their tensors without the ``transformer.`` prefix.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from autograd import backend
+
+from .config import GPT2_VOCAB, GPTConfig
+from .errors import TinyGPTError
+
+np = backend.np
+
+HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+KNOWN_NAMES = {"gpt2": "openai-community/gpt2", "gpt2-medium": "openai-community/gpt2-medium",
+               "gpt2-large": "openai-community/gpt2-large", "gpt2-xl": "openai-community/gpt2-xl",
+               "distilgpt2": "distilbert/distilgpt2"}
+
+
+# ----------------------------------------------------------------------------- names and layout
+def _tinygpt_name(hf_name: str):
+    """tinygpt's parameter name for a Hugging Face tensor name, or None to skip it."""
+    if hf_name == "lm_head.weight" or hf_name.endswith((".attn.bias", ".attn.masked_bias")):
+        return None  # the tied head; the old causal-mask buffers
+    return hf_name if hf_name.startswith("transformer.") else "transformer." + hf_name
+
+
+def from_hf_state_dict(hf_state: dict) -> dict:
+    """Hugging Face GPT-2 arrays (host NumPy) -> tinygpt parameter arrays."""
+    out = {}
+    for hf_name, value in hf_state.items():
+        name = _tinygpt_name(hf_name)
+        if name is not None:
+            out[name] = np.ascontiguousarray(value.T) if name.endswith(HF_TRANSPOSED) else value
+    return out
+
+
+def to_hf_state_dict(state: dict, with_head=True) -> dict:
+    """tinygpt parameter arrays -> Hugging Face GPT2LMHeadModel arrays."""
+    out = {}
+    for name, value in state.items():
+        value = backend.to_numpy(value)
+        out[name] = np.ascontiguousarray(value.T) if name.endswith(HF_TRANSPOSED) else np.ascontiguousarray(value)
+    if with_head:
+        out["lm_head.weight"] = out["transformer.wte.weight"]
+    return out
+
+
+def config_from_hf(hf: dict) -> GPTConfig:
+    """GPTConfig from a Hugging Face GPT-2 config.json."""
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise TinyGPTError(f"not a GPT-2 model (model_type {hf.get('model_type')!r})")
+    act = hf.get("activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise TinyGPTError(f"this model uses the activation {act!r}; tinygpt implements GPT-2's tanh GELU only")
+    if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
+        raise TinyGPTError(f"this model's MLP width n_inner={hf['n_inner']} is not 4 x n_embd")
+    return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf.get("n_positions", hf.get("n_ctx", 1024)),
+                     n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=0.0, bias=True)
+
+
+def config_to_hf(cfg: GPTConfig) -> dict:
+    """A Hugging Face GPT-2 config.json for a GPTConfig."""
+    return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": cfg.vocab_size,
+            "n_positions": cfg.block_size, "n_ctx": cfg.block_size, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer,
+            "n_head": cfg.n_head, "n_inner": None, "activation_function": "gelu_new", "resid_pdrop": cfg.dropout,
+            "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout, "layer_norm_epsilon": 1e-5,
+            "initializer_range": 0.02, "scale_attn_weights": True, "use_cache": True,
+            "bos_token_id": GPT2_VOCAB - 1, "eos_token_id": GPT2_VOCAB - 1, "tie_word_embeddings": True}
+
+
+# ----------------------------------------------------------------------------- finding the files
+def _hub_cache_dirs():
+    dirs = []
+    if os.environ.get("HF_HUB_CACHE"):
+        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
+    if os.environ.get("HF_HOME"):
+        dirs.append(Path(os.environ["HF_HOME"]) / "hub")
+    dirs.append(Path.home() / ".cache" / "huggingface" / "hub")
+    return dirs
+
+
+def _has_weights(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(
+        (folder / f).is_file() for f in ("model.safetensors", "pytorch_model.bin"))
+
+
+def _snapshot(repo_folder: Path):
+    """The snapshot folder of a cache entry ``models--owner--name``: refs/main's, else the newest."""
+    snapshots = repo_folder / "snapshots"
+    ref = repo_folder / "refs" / "main"
+    if ref.is_file():
+        candidate = snapshots / ref.read_text().strip()
+        if _has_weights(candidate):
+            return candidate
+    if snapshots.is_dir():
+        found = sorted((p for p in snapshots.iterdir() if _has_weights(p)), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1]
+    return None
+
+
+def _repo_ids(name: str):
+    ids = [name]
+    if name in KNOWN_NAMES:
+        ids.append(KNOWN_NAMES[name])
+    return ids
+
+
+def resolve(name_or_path) -> Path:
+    """The folder holding config.json and the weights for ``name_or_path``."""
+    path = Path(str(name_or_path)).expanduser()
+    if path.exists():
+        if _has_weights(path):
+            return path
+        snap = _snapshot(path)
+        if snap is not None:
+            return snap
+        raise TinyGPTError(f"{path} has no config.json with model.safetensors or pytorch_model.bin")
+    name = str(name_or_path)
+    for cache in _hub_cache_dirs():
+        for repo_id in _repo_ids(name):
+            snap = _snapshot(cache / ("models--" + repo_id.replace("/", "--")))
+            if snap is not None:
+                return snap
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        snapshot_download = None
+    if snapshot_download is not None and not os.environ.get("HF_HUB_OFFLINE"):
+        last_error = None
+        for repo_id in _repo_ids(name)[::-1]:
+            try:
+                return Path(snapshot_download(repo_id, allow_patterns=["config.json", "model.safetensors"]))
+            except Exception as exc:  # no network, unknown name, ...
+                last_error = exc
+        reason = f"the download failed ({type(last_error).__name__})"
+    else:
+        reason = "huggingface_hub is not installed (pip install \"tinygpt[hf]\") or HF_HUB_OFFLINE is set"
+    cache = _hub_cache_dirs()[-1]
+    raise TinyGPTError(f"no weights for {name!r}: not a folder, not in the Hugging Face cache, and {reason}; put "
+                       f"config.json and model.safetensors in a folder and pass its path, or place the cache "
+                       f"under {cache}/models--{_repo_ids(name)[-1].replace('/', '--')}")
+
+
+# ----------------------------------------------------------------------------- loading and saving
+def _read_weights(folder: Path):
+    """Yield (hf_name, host array) one tensor at a time (safetensors reads are memory-mapped)."""
+    st = folder / "model.safetensors"
+    if st.is_file():
+        from safetensors import safe_open
+        with safe_open(str(st), framework="numpy") as f:
+            for key in f.keys():
+                yield key, f.get_tensor(key)
+        return
+    try:
+        import torch
+    except ImportError:
+        raise TinyGPTError(f"{folder} has only pytorch_model.bin, which needs PyTorch to read "
+                           "(pip install torch==2.13.0), or convert it to model.safetensors") from None
+    state = torch.load(str(folder / "pytorch_model.bin"), map_location="cpu", weights_only=True, mmap=True)
+    for key, value in state.items():
+        yield key, value.float().numpy() if value.dtype != torch.float32 else value.numpy()
+
+
+def from_pretrained(name_or_path, device=None):
+    """A GPT2 with the weights of a Hugging Face GPT-2 checkpoint (see the module docstring)."""
+    from .model import GPT2
+    from .tokenizer import GPT2Tokenizer
+
+    if device is not None:
+        backend.use_backend(device)
+    folder = resolve(name_or_path)
+    try:
+        hf_config = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TinyGPTError(f"cannot read {folder / 'config.json'}: {exc}") from None
+    config = config_from_hf(hf_config)
+    model = GPT2(config, tokenizer=GPT2Tokenizer() if config.vocab_size == GPT2_VOCAB else None)
+    params = dict(model.named_parameters())
+    loaded = set()
+    for hf_name, value in _read_weights(folder):
+        name = _tinygpt_name(hf_name)
+        if name is None:
+            continue
+        if name not in params:
+            raise TinyGPTError(f"unexpected tensor {hf_name} in {folder}")
+        if name.endswith(HF_TRANSPOSED):
+            value = value.T
+        p = params[name]
+        if tuple(value.shape) != tuple(p.shape):
+            raise TinyGPTError(f"{hf_name} has shape {tuple(value.shape)}, expected {tuple(p.shape)}")
+        p.data[...] = backend.asarray(value, dtype=p.dtype)   # one tensor at a time: little beyond one copy
+        loaded.add(name)
+    missing = [n for n in params if n not in loaded]
+    if missing:
+        raise TinyGPTError(f"{folder} lacks tensors: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+    model.eval()
+    model.pretrained_from = str(folder)
+    return model
+
+
+def export(model, out_dir):
+    """Write ``config.json`` and ``model.safetensors`` that transformers' GPT2LMHeadModel
+    loads with no missing or unexpected keys (the tied head is left out, as
+    ``save_pretrained`` does)."""
+    from safetensors.numpy import save_file
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = to_hf_state_dict(model.state_dict(), with_head=False)
+    tmp = out / "model.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out / "model.safetensors")
+    (out / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2))
+    return out
