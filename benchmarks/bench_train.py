@@ -11,8 +11,9 @@ float32, dropout 0, the same thread count (every core, unless --threads). After 
 the three alternate step by step, so that a slow moment of the machine hits all three.
 
 Printed per configuration: ms per step (median, min, max), tokens/s, the peak memory a
-training step adds (resident memory measured in a separate process per framework: its
-high-water mark minus what the process held once the model was built), the model FLOP
+training step adds (measured in a separate process per framework, after a warm-up step:
+the kernel's resident-memory high-water mark during one step minus the resident memory
+before it; see common.step_peak_bytes), the model FLOP
 utilisation against the float32 matmul peak measured at the start of this same run, and
 the ratios tinygpt / PyTorch. Then one JSON line per configuration.
 """
@@ -41,8 +42,8 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (TRAIN_CONFIGS, flops_per_step, hf_model, measure_matmul_peak, peak_rss_bytes,  # noqa: E402
-                    rss_bytes, tiny_gpt)
+from common import (TRAIN_CONFIGS, flops_per_step, hf_model, measure_matmul_peak, step_peak_bytes,  # noqa: E402
+                    tiny_gpt)
 
 from autograd import backend, optim  # noqa: E402
 
@@ -103,10 +104,7 @@ def memory_probe(name, framework, device):
     import torch
     torch.set_num_threads(THREADS)
     step = make_steps(name, device, only=(framework,))[framework]
-    base = rss_bytes()
-    for _ in range(2):
-        step()
-    print(json.dumps({"peak_added_bytes": peak_rss_bytes() - base}))
+    print(json.dumps({"peak_added_bytes": step_peak_bytes(step)}))
 
 
 def measure_memory(name, device):
@@ -180,6 +178,7 @@ def main():
     parser.add_argument("--threads", type=int, default=THREADS, help="threads for both (default: every core)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory probes")
     parser.add_argument("--memory-probe", nargs=2, metavar=("CONFIG", "FRAMEWORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
@@ -200,8 +199,13 @@ def main():
     results = []
     for name in names:
         print(f"timing {name} ...", flush=True)
+        if args.memory_only:
+            print(json.dumps({"config": name, "peak_added_mb": {fw: round(v / 2**20, 1) for fw, v in
+                                                                 measure_memory(name, args.device).items()}}))
+            continue
         results.append(bench(name, args.steps, args.warmup, args.device, peak, not args.no_memory))
-    print_table(results)
+    if results:
+        print_table(results)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
 """Shared pieces of the benchmarks: configurations, weight copying, peak measurement."""
 from __future__ import annotations
 
-import os
-import resource
 import time
 
 from autograd import backend
@@ -70,12 +68,30 @@ def hf_model(cfg: GPTConfig, ours: GPT2, attn: str):
     return model.float()
 
 
-def rss_bytes() -> int:
-    """Resident memory of this process now (Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{key} not in /proc/self/status")
 
 
-def peak_rss_bytes() -> int:
-    """The highest resident memory this process has had (ru_maxrss is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def step_peak_bytes(step) -> int:
+    """How much resident memory one call of ``step`` adds at its peak (Linux).
+
+    After a warm-up call (buffers that live across steps, such as optimizer moments
+    and BLAS work space, exist from then on), freed memory is handed back to the
+    system (malloc_trim), the kernel's high-water mark is reset (clear_refs 5), and
+    one more call is measured: its high-water mark minus the resident memory before.
+    The same for every framework, whatever allocator it uses.
+    """
+    import ctypes
+    import gc
+    step()
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _status("VmRSS")
+    step()
+    return _status("VmHWM") - base
