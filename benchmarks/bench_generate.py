@@ -11,27 +11,17 @@ JSON line per configuration. The two must produce the same tokens (checked).
 """
 from __future__ import annotations
 
-import os
 import sys
+from pathlib import Path
 
-
-def _threads_from_argv():
-    if "--threads" in sys.argv:
-        return int(sys.argv[sys.argv.index("--threads") + 1])
-    return os.cpu_count() or 1
-
-
-THREADS = _threads_from_argv()
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = str(THREADS)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from threads import THREADS  # noqa: E402  (first: it fixes the thread count of numpy and torch)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import TRAIN_CONFIGS, hf_model, tiny_gpt  # noqa: E402
 
 from autograd import backend  # noqa: E402

@@ -19,29 +19,18 @@ the ratios tinygpt / PyTorch. Then one JSON line per configuration.
 """
 from __future__ import annotations
 
-import os
 import sys
+from pathlib import Path
 
-
-def _threads_from_argv():
-    if "--threads" in sys.argv:
-        return int(sys.argv[sys.argv.index("--threads") + 1])
-    return os.cpu_count() or 1
-
-
-# thread counts must be fixed before numpy (OpenBLAS) and torch start their pools
-THREADS = _threads_from_argv()
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = str(THREADS)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from threads import THREADS  # noqa: E402  (first: it fixes the thread count of numpy and torch)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (TRAIN_CONFIGS, flops_per_step, hf_model, measure_matmul_peak, step_peak_bytes,  # noqa: E402
                     tiny_gpt)
 
