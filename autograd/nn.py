@@ -157,7 +157,11 @@ class ModuleList(Module):
         return self._items[i]
 
 
-def _uniform(shape, bound, dtype):
+def _uniform(shape, bound, dtype, init=True):
+    """Uniform in [-bound, bound]; with ``init=False`` uninitialised memory (for weights
+    that are about to be overwritten, e.g. by a checkpoint)."""
+    if not init:
+        return backend.xp().empty(shape, dtype=dtype)
     return backend.rng().uniform(-bound, bound, size=shape).astype(dtype)
 
 
@@ -165,20 +169,21 @@ class Linear(Module):
     """y = x W^T + b with W (out_features, in_features), initialised as PyTorch does:
     uniform in +-1/sqrt(in_features)."""
 
-    def __init__(self, in_features, out_features, bias=True, dtype="float32"):
+    def __init__(self, in_features, out_features, bias=True, dtype="float32", init=True):
         bound = 1.0 / math.sqrt(in_features)
-        self.weight = Parameter(_uniform((out_features, in_features), bound, dtype))
-        self.bias = Parameter(_uniform((out_features,), bound, dtype)) if bias else None
+        self.weight = Parameter(_uniform((out_features, in_features), bound, dtype, init))
+        self.bias = Parameter(_uniform((out_features,), bound, dtype, init)) if bias else None
 
     def forward(self, x):
         return linear(x, self.weight, self.bias)
 
 
 class Embedding(Module):
-    """A table of ``num`` vectors of size ``dim``; initialised N(0, 1)."""
+    """A table of ``num`` vectors of size ``dim``; initialised N(0, 1) (``init=False``: not at all)."""
 
-    def __init__(self, num, dim, dtype="float32"):
-        self.weight = Parameter(backend.rng().standard_normal((num, dim)).astype(dtype))
+    def __init__(self, num, dim, dtype="float32", init=True):
+        table = backend.rng().standard_normal((num, dim)).astype(dtype) if init else backend.xp().empty((num, dim), dtype)
+        self.weight = Parameter(table)
 
     def forward(self, ids):
         return embedding(ids, self.weight)

@@ -140,7 +140,7 @@ def load_model(path, device=None, prefer=("best", "latest")):
     folder = resolve_checkpoint(path, prefer)
     state = read_state(folder)
     tokenizer = tokenizer_from_dict(state["tokenizer"]) if "tokenizer" in state else None
-    model = GPT2(GPTConfig.from_dict(state["model_config"]), tokenizer=tokenizer)
+    model = GPT2(GPTConfig.from_dict(state["model_config"]), tokenizer=tokenizer, init=False)
     model.load_state_dict(read_arrays(folder / MODEL_FILE))
     model.checkpoint_state = state
     model.eval()

@@ -195,7 +195,7 @@ def from_pretrained(name_or_path, device=None):
     except (OSError, json.JSONDecodeError) as exc:
         raise TinyGPTError(f"cannot read {folder / 'config.json'}: {exc}") from None
     config = config_from_hf(hf_config)
-    model = GPT2(config, tokenizer=GPT2Tokenizer() if config.vocab_size == GPT2_VOCAB else None)
+    model = GPT2(config, tokenizer=GPT2Tokenizer() if config.vocab_size == GPT2_VOCAB else None, init=False)
     params = dict(model.named_parameters())
     loaded = set()
     for hf_name, value in _read_weights(folder):

@@ -39,11 +39,11 @@ def _normal(shape, std):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, init=True):
         c = config.n_embd
         self.n_head = config.n_head
-        self.c_attn = nn.Linear(c, 3 * c, bias=config.bias)     # q, k, v for every head at once
-        self.c_proj = nn.Linear(c, c, bias=config.bias)
+        self.c_attn = nn.Linear(c, 3 * c, bias=config.bias, init=init)   # q, k, v for every head at once
+        self.c_proj = nn.Linear(c, c, bias=config.bias, init=init)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, cache=None):
@@ -62,10 +62,10 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, init=True):
         c = config.n_embd
-        self.c_fc = nn.Linear(c, 4 * c, bias=config.bias)
-        self.c_proj = nn.Linear(4 * c, c, bias=config.bias)
+        self.c_fc = nn.Linear(c, 4 * c, bias=config.bias, init=init)
+        self.c_proj = nn.Linear(4 * c, c, bias=config.bias, init=init)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
@@ -73,11 +73,11 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, init=True):
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, init)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config, init)
 
     def forward(self, x, cache=None):
         x = x + self.attn(self.ln_1(x), cache)
@@ -86,11 +86,11 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, config: GPTConfig):
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+    def __init__(self, config: GPTConfig, init=True):
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd, init=init)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd, init=init)
         self.drop = nn.Dropout(config.dropout)
-        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.h = nn.ModuleList([Block(config, init) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
 
 
@@ -130,12 +130,15 @@ class GPT2(nn.Module):
     """The GPT-2 language model. ``GPT2(GPTConfig(...))`` builds a fresh one;
     ``GPT2.load(run_dir)`` reads a checkpoint written by ``tinygpt train``."""
 
-    def __init__(self, config: GPTConfig | None = None, tokenizer=None):
+    def __init__(self, config: GPTConfig | None = None, tokenizer=None, init=True):
+        """``init=False`` leaves the weights uninitialised, for a model whose weights are
+        loaded next (a checkpoint, pretrained weights): it saves the random draws."""
         config = config or GPTConfig()
         self.config = config
         self.tokenizer = tokenizer
-        self.transformer = Transformer(config)
-        self._init_weights()
+        self.transformer = Transformer(config, init)
+        if init:
+            self._init_weights()
 
     def _init_weights(self):
         std = 0.02
