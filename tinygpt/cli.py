@@ -5,6 +5,7 @@
     tinygpt chat      [--checkpoint DIR] ...
     tinygpt generate|chat --pretrained gpt2     (OpenAI's weights, see tinygpt/hf.py)
     tinygpt export-hf RUN_DIR OUT_DIR           (Hugging Face format)
+    tinygpt plot RUN_DIR                        (redraw loss.png from log.jsonl)
 
 User mistakes end with one line on stderr and a non-zero exit, never a traceback.
 """
@@ -114,6 +115,11 @@ def build_parser():
                                    "Ctrl-D or /quit leaves. Works with a pipe on stdin too.")
     _sampling_arguments(p, 150)
 
+    p = sub.add_parser("plot", help="redraw a run's loss and learning-rate figure from its log",
+                       description="Redraw RUN_DIR/loss.png (train and val loss, learning rate) from RUN_DIR/log.jsonl; "
+                                   "works on a run in progress too.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by tinygpt train")
+
     p = sub.add_parser("export-hf", help="write a run's weights in Hugging Face's GPT-2 format",
                        description="Write config.json and model.safetensors that transformers' "
                                    "GPT2LMHeadModel.from_pretrained(OUT_DIR) loads.")
@@ -178,6 +184,21 @@ def _cmd_chat(args):
     return 0
 
 
+def _cmd_plot(args):
+    from pathlib import Path
+
+    from .errors import TinyGPTError
+    from .plots import plot_training, read_log
+
+    run = Path(args.run_dir)
+    records = read_log(run / "log.jsonl")
+    if not records:
+        raise TinyGPTError(f"no training log at {run / 'log.jsonl'}: is {run} a run folder of tinygpt train?")
+    out = plot_training(records, run / "loss.png", run.name)
+    print(f"wrote {out}")
+    return 0
+
+
 def _cmd_export_hf(args):
     from .hf import export
     from .model import GPT2
@@ -201,7 +222,7 @@ def main(argv=None):
     try:
         from .errors import TinyGPTError
         command = {"train": _cmd_train, "generate": _cmd_generate, "chat": _cmd_chat,
-                   "export-hf": _cmd_export_hf}[args.command]
+                   "export-hf": _cmd_export_hf, "plot": _cmd_plot}[args.command]
         return command(args)
     except TinyGPTError as exc:
         print(f"tinygpt {args.command}: error: {exc}", file=sys.stderr)

@@ -94,3 +94,19 @@ def test_every_train_config_field_is_a_flag():
     sub = build_parser()._subparsers._group_actions[0].choices["train"]
     dests = {a.dest for a in sub._actions}
     assert {f.name for f in fields(TrainConfig)} <= dests
+
+
+def test_plot_redraws_a_runs_figure_from_its_log(tmp_path):
+    import json
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [{"kind": "train", "step": s, "loss": 5.0 - s / 10, "lr": 1e-3} for s in range(1, 11)]
+    records += [{"kind": "eval", "step": s, "train_loss": 5.0 - s / 10, "val_loss": 5.2 - s / 10} for s in (0, 10)]
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = tinygpt("plot", str(run))
+    assert result.returncode == 0, result.stderr
+    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_without_a_log_is_one_line(tmp_path):
+    assert_one_line_error(tinygpt("plot", str(tmp_path)), "no training log")
