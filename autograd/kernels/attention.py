@@ -33,6 +33,7 @@ import math
 
 from .. import backend
 from ..function import Function
+from . import cuda
 
 _MASKS = {}
 
@@ -65,12 +66,15 @@ class CausalAttention(Function):
             raise ValueError(f"causal_attention: {tk} keys cannot serve {tq} queries")
         scale = 1.0 / math.sqrt(hs)
         att = q @ xp.swapaxes(k, -1, -2)                     # (B, nh, Tq, Tk), q k^T
-        att *= scale                                         # S
-        if tq > 1:                                           # one query sees every key: no mask
-            att += _future_bias(tq, tk, att.dtype)           # -inf on the future
-        att -= att.max(axis=-1, keepdims=True)               # stable softmax, row by row
-        xp.exp(att, out=att)
-        att /= att.sum(axis=-1, keepdims=True)               # P
+        if backend.is_cuda():                                # scale, mask and softmax: one CUDA kernel
+            cuda.causal_softmax_forward(att, scale)          # P
+        else:
+            att *= scale                                     # S
+            if tq > 1:                                       # one query sees every key: no mask
+                att += _future_bias(tq, tk, att.dtype)       # -inf on the future
+            att -= att.max(axis=-1, keepdims=True)           # stable softmax, row by row
+            xp.exp(att, out=att)
+            att /= att.sum(axis=-1, keepdims=True)           # P
         out = att @ v                                        # (B, nh, Tq, hs)
         ctx.save_for_backward(q, k, v, att)
         ctx.scale = scale
@@ -82,10 +86,13 @@ class CausalAttention(Function):
         q, k, v, p = ctx.saved
         dv = xp.swapaxes(p, -1, -2) @ g                      # (B, nh, Tk, hs), P^T g
         ds = g @ xp.swapaxes(v, -1, -2)                      # (B, nh, Tq, Tk), dP = g v^T
-        row = (ds * p).sum(axis=-1, keepdims=True)           # (B, nh, Tq, 1), sum_l dP P
-        ds -= row
-        ds *= p                                              # dS, zero where masked
-        ds *= ctx.scale                                      # fold 1/sqrt(hs) in once
+        if backend.is_cuda():
+            cuda.softmax_backward(p, ds, ctx.scale)          # dS / sqrt(hs), in place
+        else:
+            row = (ds * p).sum(axis=-1, keepdims=True)       # (B, nh, Tq, 1), sum_l dP P
+            ds -= row
+            ds *= p                                          # dS, zero where masked
+            ds *= ctx.scale                                  # fold 1/sqrt(hs) in once
         dq = ds @ k                                          # (B, nh, Tq, hs)
         dk = xp.swapaxes(ds, -1, -2) @ q                     # (B, nh, Tk, hs)
         return dq, dk, dv

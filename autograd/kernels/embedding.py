@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..function import Function
+from . import cuda
 
 
 class Embedding(Function):
@@ -48,7 +49,10 @@ class Embedding(Function):
         (ids,) = ctx.saved
         vocab, channels = ctx.weight_shape
         dw = xp.zeros((vocab, channels), dtype=ctx.dtype)    # (V, C)
-        backend.scatter_add_rows(dw, ids.reshape(-1), g.reshape(-1, channels))
+        if backend.is_cuda():                                # atomic adds, one thread per element
+            cuda.embedding_backward(ids.reshape(-1), g.reshape(-1, channels), dw)
+        else:
+            backend.scatter_add_rows(dw, ids.reshape(-1), g.reshape(-1, channels))
         return None, dw
 
 

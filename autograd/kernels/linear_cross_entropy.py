@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..function import Function
+from . import cuda
 
 CHUNK_ELEMENTS = 1 << 24   # about 64 MB of float32 logits per chunk of rows (large chunks keep the GEMM efficient)
 CACHE_ELEMENTS = 1 << 17   # about 512 KB: the rows one core works through at a time
@@ -87,7 +88,10 @@ class LinearCrossEntropy(Function):
             b = min(n_rows, a + step)
             z = probs[a:b] if ctx.requires_grad else xp.empty((b - a, vocab), dtype=x2.dtype)
             xp.matmul(x2[a:b], wt, out=z)                                   # logits of these rows (BLAS threads)
-            backend.parallel_rows(lambda lo, hi: softmax_rows(z, a, lo, hi), b - a)  # one thread per core
+            if backend.is_cuda():                                           # one CUDA block per row
+                cuda.softmax_xent_rows(z, safe_targets[a:b], row_scale[a:b], losses[a:b], ctx.requires_grad)
+            else:
+                backend.parallel_rows(lambda lo, hi: softmax_rows(z, a, lo, hi), b - a)  # one thread per core
         total = (losses * keep).sum()
         if ctx.requires_grad:
             ctx.save_for_backward(x2, weight, probs)
