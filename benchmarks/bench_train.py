@@ -178,6 +178,9 @@ def main():
     if args.memory_probe:
         memory_probe(*args.memory_probe, args.device)
         return
+    if args.device == "cuda" and not args.no_memory:
+        print("note: peak memory is measured as host resident memory; GPU memory is not measured yet (--no-memory)")
+        args.no_memory = True
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in TRAIN_CONFIGS]
     if unknown:
