@@ -93,7 +93,7 @@ class TrainConfig:
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
     min_lr: float | None = field(default=None, metadata={"help": "final learning rate (default: lr / 10)"})
     warmup_iters: int = field(default=50, metadata={"help": "steps of linear warm-up"})
-    lr_decay_iters: int | None = field(default=None, metadata={"help": "step where the cosine decay ends (default: max_iters)"})
+    lr_decay_iters: int | None = field(default=None, metadata={"help": "step where the cosine decay ends (default: max_iters; set it when you plan to --resume with a larger --max-iters, so the schedule does not change)"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW decay of >= 2-D weights"})
     beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
     beta2: float = field(default=0.99, metadata={"help": "AdamW beta2"})
