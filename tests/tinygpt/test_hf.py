@@ -131,7 +131,8 @@ def test_export_loads_in_transformers_with_no_missing_or_unexpected_keys(small, 
 
 
 def test_export_hf_command_on_a_trained_run(tmp_path):
-    import transformers
+    torch_or_skip()
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install -e '.[parity]')")
     corpus = tmp_path / "t.txt"
     corpus.write_text("to be or not to be, that is the question. " * 40)
     Trainer(TrainConfig(data=str(corpus), out=str(tmp_path / "run"), preset="tiny", tokenizer="char", max_iters=2,
