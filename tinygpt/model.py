@@ -46,7 +46,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(c, c, bias=config.bias, init=init)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, cache=None):
+    def forward(self, x, cache=None, attention=None):
         B, T, C = x.shape
         nh, hs = self.n_head, C // self.n_head
         qkv = self.c_attn(x)                                     # (B, T, 3C)
@@ -56,7 +56,7 @@ class CausalSelfAttention(nn.Module):
         v = v.reshape(B, T, nh, hs).transpose(1, 2)
         if cache is not None:                                    # generation: keys of earlier tokens
             k, v = cache.extend(k, v)                            # (B, nh, T_past + T, hs)
-        y = F.causal_attention(q, k, v)                          # (B, nh, T, hs)
+        y = F.causal_attention(q, k, v, weights=attention)       # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)                   # heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -79,8 +79,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config, init)
 
-    def forward(self, x, cache=None):
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(self, x, cache=None, attention=None):
+        x = x + self.attn(self.ln_1(x), cache, attention)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -154,7 +154,8 @@ class GPT2(nn.Module):
                 p.data[...] = 1.0
 
     # ------------------------------------------------------------------ forward
-    def forward(self, ids, targets=None, cache: KVCache | None = None, last_only=False):
+    def forward(self, ids, targets=None, cache: KVCache | None = None, last_only=False,
+                attention: list | None = None):
         """``(logits, None)``: logits (B, T, V) for token ids (B, T); or, with
         ``targets`` (B, T), ``(None, loss)``: the mean next-token cross-entropy, computed by
         the fused head+loss kernel, which never keeps the (B*T, V) logits (see
@@ -162,7 +163,9 @@ class GPT2(nn.Module):
 
         ``cache``: continue from the keys/values of the tokens already in it (generation,
         under no_grad). ``last_only``: compute the head for the last position only
-        (B, 1, V), all that sampling needs.
+        (B, 1, V), all that sampling needs. ``attention``: a list that receives, layer by
+        layer, the attention weights P of shape (B, nh, T, T_past + T) as backend arrays
+        (row i: how much query i attends to each key); None, the default, costs nothing.
         """
         xp = backend.xp()
         ids = ids.data if isinstance(ids, Tensor) else backend.asarray(ids)
@@ -178,7 +181,7 @@ class GPT2(nn.Module):
         x = F.embedding(ids, tr.wte.weight) + F.embedding(positions, tr.wpe.weight)  # (B, T, C)
         x = tr.drop(x)
         for i, block in enumerate(tr.h):
-            x = block(x, cache.layers[i] if cache is not None else None)
+            x = block(x, cache.layers[i] if cache is not None else None, attention)
         x = tr.ln_f(x)                                                   # (B, T, C)
         if targets is not None:
             # the tied head and the loss in one kernel: the (B*T, V) logits are never kept

@@ -56,7 +56,7 @@ def _future_bias(tq: int, tk: int, dtype):
 
 class CausalAttention(Function):
     @staticmethod
-    def forward(ctx, q, k, v):
+    def forward(ctx, q, k, v, weights=None):
         xp = backend.xp()
         if q.ndim != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
             raise ValueError(f"causal_attention: expected q (B, nh, Tq, hs) and k, v (B, nh, Tk, hs), "
@@ -75,6 +75,8 @@ class CausalAttention(Function):
             att -= att.max(axis=-1, keepdims=True)           # stable softmax, row by row
             xp.exp(att, out=att)
             att /= att.sum(axis=-1, keepdims=True)           # P
+        if weights is not None:                              # asked for: hand P out (read only)
+            weights.append(att)
         out = att @ v                                        # (B, nh, Tq, hs)
         ctx.save_for_backward(q, k, v, att)
         ctx.scale = scale
@@ -98,6 +100,10 @@ class CausalAttention(Function):
         return dq, dk, dv
 
 
-def causal_attention(q, k, v):
-    """softmax(q k^T / sqrt(hs) + causal mask) @ v for q, k, v of shape (B, nh, T, hs)."""
-    return CausalAttention.apply(q, k, v)
+def causal_attention(q, k, v, weights=None):
+    """softmax(q k^T / sqrt(hs) + causal mask) @ v for q, k, v of shape (B, nh, T, hs).
+
+    ``weights``: a list to which the attention weights P (B, nh, Tq, Tk) are appended, for
+    looking at them (the explorer, the attention-map demo). The array is the one the
+    backward uses: read it, do not write to it. None (the default) costs nothing."""
+    return CausalAttention.apply(q, k, v, weights=weights)

@@ -163,3 +163,29 @@ def test_a_training_step_keeps_every_array_float32():
     for name, p in model.named_parameters():
         assert p.dtype == np.float32 and p.grad.dtype == np.float32, name
         assert all(v.dtype == np.float32 for k, v in opt.state[id(p)].items() if k != "step"), name
+
+
+def test_attention_weights_match_hugging_face_output_attentions():
+    torch, hf, ours = hf_pair("float64")
+    x, _ = batch(B=2, T=11)
+    weights = []
+    logits, _ = ours(x, attention=weights)
+    with torch.no_grad():
+        expected = hf(torch.tensor(x), output_attentions=True).attentions
+    assert len(weights) == SMALL.n_layer
+    for ours_p, hf_p in zip(weights, expected):
+        assert ours_p.shape == (2, SMALL.n_head, 11, 11)
+        assert np.abs(ours_p - hf_p.numpy()).max() <= 1e-12     # float64: rounding only
+
+
+def test_attention_weights_are_causal_rows_of_probabilities_and_change_nothing():
+    backend.seed(0)
+    model = GPT2(SMALL)
+    x, _ = batch(B=2, T=9)
+    plain, _ = model(x)
+    weights = []
+    logits, _ = model(x, attention=weights)
+    assert np.array_equal(plain.data, logits.data)
+    for p in weights:
+        assert np.all(np.triu(p, k=1) == 0)                      # nothing from the future
+        assert np.allclose(p.sum(axis=-1), 1.0, atol=1e-6)       # float32 row sums
