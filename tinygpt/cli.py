@@ -6,6 +6,7 @@
     tinygpt generate|chat --pretrained gpt2     (OpenAI's weights, see tinygpt/hf.py)
     tinygpt export-hf RUN_DIR OUT_DIR           (Hugging Face format)
     tinygpt plot RUN_DIR                        (redraw loss.png from log.jsonl)
+    tinygpt explore   [--checkpoint DIR | --pretrained NAME] [--host H] [--port P]   (a local web page)
 
 User mistakes end with one line on stderr and a non-zero exit, never a traceback.
 """
@@ -40,6 +41,16 @@ def _nonneg_float(text):
         raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _port(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 65535, got {value}")
     return value
 
 
@@ -120,6 +131,21 @@ def build_parser():
                                    "works on a run in progress too.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by tinygpt train")
 
+    p = sub.add_parser("explore", help="a local web page showing what a model computes",
+                       description="Serve a page (on this machine only, by default) that shows a model's tokens, "
+                                   "next-token probabilities with temperature/top-k/top-p, sampling, attention "
+                                   "weights, the gradients of one backward pass, and the training curves of a "
+                                   "run in progress. Open the printed URL in a browser; Ctrl-C stops.")
+    p.add_argument("--checkpoint", default=DEFAULT_RUN,
+                   help=f"a run folder written by tinygpt train (default: {DEFAULT_RUN})")
+    p.add_argument("--pretrained", metavar="NAME_OR_PATH", default=None,
+                   help="use GPT-2 weights instead: gpt2, gpt2-medium, ..., or a Hugging Face folder")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only; anything else "
+                        "exposes the page, which has no login, to the network)")
+    p.add_argument("--port", type=_port, default=8000, help="port to listen on (default: 8000)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu or cuda (default: cpu)")
+
     p = sub.add_parser("export-hf", help="write a run's weights in Hugging Face's GPT-2 format",
                        description="Write config.json and model.safetensors that transformers' "
                                    "GPT2LMHeadModel.from_pretrained(OUT_DIR) loads.")
@@ -199,6 +225,18 @@ def _cmd_plot(args):
     return 0
 
 
+def _cmd_explore(args):
+    from .explore.server import Explorer, find_log, serve
+
+    model = _load(args)
+    if args.pretrained:
+        explorer = Explorer(model, source=args.pretrained)
+    else:
+        explorer = Explorer(model, source=args.checkpoint, log_path=find_log(args.checkpoint))
+    serve(explorer, args.host, args.port)
+    return 0
+
+
 def _cmd_export_hf(args):
     from .hf import export
     from .model import GPT2
@@ -222,7 +260,7 @@ def main(argv=None):
     try:
         from .errors import TinyGPTError
         command = {"train": _cmd_train, "generate": _cmd_generate, "chat": _cmd_chat,
-                   "export-hf": _cmd_export_hf, "plot": _cmd_plot}[args.command]
+                   "export-hf": _cmd_export_hf, "plot": _cmd_plot, "explore": _cmd_explore}[args.command]
         return command(args)
     except TinyGPTError as exc:
         print(f"tinygpt {args.command}: error: {exc}", file=sys.stderr)

@@ -1,0 +1,399 @@
+"""The explorer's server: one static page and a small JSON API over the public model API.
+
+``tinygpt explore`` serves, on 127.0.0.1:8000 by default, a page that shows what a model
+computes: its tokens, its next-token odds before and after temperature/top-k/top-p,
+sampling, attention weights, and one backward pass through the engine's kernels. Every
+number comes from the same ``GPT2``, ``generate`` and tokenizer code that the command line
+uses; this module only turns requests into calls and arrays into JSON.
+
+JSON API (every POST takes a JSON object; every answer is a JSON object):
+
+    GET  /api/info        the model: {"source", "tokenizer": "gpt2"|"char", "n_layer", "n_head",
+                          "n_embd", "block_size", "vocab_size", "parameters", "has_log"}
+    POST /api/tokens      {"text"} -> {"tokens": [{"id", "text"}], "truncated": bool}
+                          (a prompt longer than the context keeps its last block_size tokens,
+                          here and everywhere below; "truncated" says so)
+    POST /api/next        {"text", "temperature"=1, "top_k"=null, "top_p"=null, "show"=20}
+                          -> {"tokens", "truncated", "candidates": [{"id", "text", "p", "p_after",
+                          "kept"}], "kept_count", "kept_mass"}: the show most likely next tokens;
+                          p is the model's own softmax, p_after the distribution sampling uses
+                          (tinygpt.generate.next_token_distribution), kept whether the cuts leave
+                          the token in; kept_count/kept_mass over the whole vocabulary
+    POST /api/generate    {"text", "max_new_tokens"=50 (<= 500), "temperature"=0.8, "top_k",
+                          "top_p", "seed"} -> a stream of JSON lines (application/x-ndjson):
+                          {"id", "text"} per sampled token, then {"done": true}. Closing the
+                          connection stops the sampling.
+    POST /api/attention   {"text", "layer"=0, "head"=0} -> {"tokens", "truncated", "layer", "head",
+                          "weights": T x T} with weights[i][j] how much query i attends to key j
+                          (model(ids, attention=[...]))
+    POST /api/gradients   {"text"} -> {"tokens", "truncated", "loss", "saliency": [T-1 numbers],
+                          "layers": [{"name", "groups": {group: norm}}]}: one backward pass of the
+                          mean next-token loss of the prompt (inputs tokens 0..T-2, targets 1..T-1);
+                          per parameter group the L2 norm of dL/dparameters; saliency[t] is
+                          ||dL/de_t||, the gradient with respect to input token t's embedding
+    GET  /api/training    {"available", "train": [[step, loss]], "eval": [[step, train, val]],
+                          "lr": [[step, lr]], "grad_norm": [[step, norm]]} from the run's log.jsonl
+
+Errors: 400 with {"error": "..."} for malformed JSON or bad values, 404 for unknown paths,
+413 for bodies over MAX_BODY bytes. No endpoint takes a file path: the only file the server
+reads besides its own page is the log of the checkpoint it was started with.
+
+Concurrency: a ThreadingHTTPServer, one thread per request. Forward passes run under
+``no_grad`` (grad mode is per thread) and only read the weights; the gradients endpoint
+writes ``Parameter.grad`` and so runs under a lock, one at a time.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import sys
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+
+from autograd import backend, no_grad
+
+from ..errors import TinyGPTError
+from ..generate import generate_ids, next_token_distribution
+from ..plots import read_log
+from ..tokenizer import StreamDecoder
+
+np = backend.np
+
+MAX_BODY = 64 * 1024               # bytes; a prompt of a whole context of BPE tokens is ~5 kB
+MAX_NEW_TOKENS = 500
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
+          "/index.html": ("index.html", "text/html; charset=utf-8"),
+          "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+          "/style.css": ("style.css", "text/css; charset=utf-8")}
+
+
+class BadRequest(Exception):
+    """A client mistake: answered with 400 and this message."""
+
+
+# ---------------------------------------------------------------------------- the API itself
+
+class Explorer:
+    """The API's answers as plain dicts, computed with the public model API.
+
+    ``model``: a GPT2 with a tokenizer; ``log_path``: the run's log.jsonl, or None.
+    """
+
+    def __init__(self, model, source: str = "", log_path: Path | None = None):
+        if model.tokenizer is None:
+            raise TinyGPTError("the explorer needs a model with a tokenizer (a checkpoint of tinygpt train, "
+                               "or --pretrained)")
+        self.model = model
+        self.model.eval()                      # dropout off: the page shows the model as it predicts
+        self.source = source
+        self.log_path = Path(log_path) if log_path else None
+        self._grad_lock = threading.Lock()
+
+    # -- helpers
+    def _token_text(self, token_id: int) -> str:
+        return self.model.tokenizer.token_bytes(token_id).decode("utf-8", errors="replace")
+
+    def _ids(self, body: dict, minimum: int = 1):
+        """The prompt's token ids, capped at the context (its last block_size tokens)."""
+        text = body.get("text", "")
+        if not isinstance(text, str):
+            raise BadRequest('"text" must be a string')
+        ids = self.model.tokenizer.encode(text)
+        block = self.model.config.block_size
+        truncated = len(ids) > block
+        ids = ids[-block:]
+        if len(ids) < minimum:
+            raise BadRequest(f"the prompt needs at least {minimum} token{'s' if minimum > 1 else ''}")
+        return ids, truncated
+
+    def _tokens(self, ids):
+        return [{"id": int(i), "text": self._token_text(int(i))} for i in ids]
+
+    def _last_logits(self, ids):
+        with no_grad():
+            logits, _ = self.model([ids], last_only=True)
+        return backend.to_numpy(logits.data[0, -1]).astype(np.float64)     # (V,)
+
+    # -- endpoints
+    def info(self) -> dict:
+        c = self.model.config
+        return {"source": self.source, "tokenizer": self.model.tokenizer.kind, "n_layer": c.n_layer,
+                "n_head": c.n_head, "n_embd": c.n_embd, "block_size": c.block_size, "vocab_size": c.vocab_size,
+                "parameters": self.model.num_parameters(),
+                "has_log": bool(self.log_path and self.log_path.exists())}
+
+    def tokens(self, body: dict) -> dict:
+        ids, truncated = self._ids(body, minimum=0)
+        return {"tokens": self._tokens(ids), "truncated": truncated}
+
+    def next_token(self, body: dict) -> dict:
+        temperature, top_k, top_p = _sampling(body, default_temperature=1.0)
+        show = _integer(body, "show", 20, 1, 200)
+        ids, truncated = self._ids(body)
+        logits = self._last_logits(ids)
+        p = next_token_distribution(logits)                                  # the model's own odds
+        p_after = next_token_distribution(logits, temperature, top_k, top_p)
+        top = np.argsort(-p, kind="stable")[:show]
+        kept = p_after > 0
+        return {"tokens": self._tokens(ids), "truncated": truncated,
+                "candidates": [{"id": int(i), "text": self._token_text(int(i)), "p": float(p[i]),
+                                "p_after": float(p_after[i]), "kept": bool(kept[i])} for i in top],
+                "kept_count": int(kept.sum()), "kept_mass": float(p[kept].sum())}
+
+    def generate(self, body: dict):
+        """Yield one dict per sampled token, then {"done": True}."""
+        temperature, top_k, top_p = _sampling(body, default_temperature=0.8)
+        max_new = _integer(body, "max_new_tokens", 50, 1, MAX_NEW_TOKENS)
+        seed = body.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise BadRequest('"seed" must be a non-negative integer or null')
+        ids, _ = self._ids(body)
+        decoder = StreamDecoder(self.model.tokenizer)
+
+        def stream():
+            for token in generate_ids(self.model, ids, max_new_tokens=max_new, temperature=temperature,
+                                      top_k=top_k, top_p=top_p, seed=seed):
+                yield {"id": token, "text": decoder.push(token)}
+            yield {"done": True, "text": decoder.flush()}
+        return stream()
+
+    def attention(self, body: dict) -> dict:
+        c = self.model.config
+        layer = _integer(body, "layer", 0, 0, c.n_layer - 1)
+        head = _integer(body, "head", 0, 0, c.n_head - 1)
+        ids, truncated = self._ids(body)
+        weights = []
+        with no_grad():
+            self.model([ids], attention=weights)                             # one (1, nh, T, T) per layer
+        w = backend.to_numpy(weights[layer][0, head]).astype(np.float64)   # (T, T)
+        return {"tokens": self._tokens(ids), "truncated": truncated, "layer": layer, "head": head,
+                "weights": w.tolist()}
+
+    def gradients(self, body: dict) -> dict:
+        ids, truncated = self._ids(body, minimum=2)
+        x = np.asarray(ids[:-1])[None, :]                                    # (1, T-1) inputs
+        y = np.asarray(ids[1:])[None, :]                                     # (1, T-1) next tokens
+        model = self.model
+        with self._grad_lock:                                                # Parameter.grad is shared
+            model.zero_grad()
+            try:
+                _, loss = model(x, y)
+                loss.backward()
+                named = [(name, backend.to_numpy(p.grad)) for name, p in model.named_parameters()]
+            finally:
+                model.zero_grad()
+        # The input of block 0 at position t is e_t = wte[id_t] + wpe[t]. With one sequence,
+        # position t's row of wpe is used only there, so dL/dwpe[t] = dL/de_t exactly: the
+        # saliency of token t, read off the gradient the engine already computed.
+        wpe_grad = dict(named)["transformer.wpe.weight"]
+        saliency = np.sqrt((wpe_grad[: x.shape[1]].astype(np.float64) ** 2).sum(axis=1))
+        return {"tokens": self._tokens(ids), "truncated": truncated, "loss": float(loss.data),
+                "saliency": saliency.tolist(), "layers": _group_norms(named, model.config.n_layer)}
+
+    def training(self) -> dict:
+        records = read_log(self.log_path) if self.log_path else []
+        train = [r for r in records if r.get("kind") == "train"]
+        evals = [r for r in records if r.get("kind") == "eval"]
+        return {"available": bool(records),
+                "train": [[r["step"], r["loss"]] for r in train if _finite(r.get("loss"))],
+                "eval": [[r["step"], r["train_loss"], r["val_loss"]] for r in evals],
+                "lr": [[r["step"], r["lr"]] for r in train if "lr" in r],
+                "grad_norm": [[r["step"], r["grad_norm"]] for r in train if _finite(r.get("grad_norm"))]}
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _group_norms(named, n_layer: int) -> list[dict]:
+    """L2 norms of the gradient per parameter group (a module's weight and bias together),
+    listed from the input up: embeddings, each block, the final layernorm."""
+    squares = {}
+    for name, grad in named:
+        group = name.rsplit(".", 1)[0]                        # transformer.h.3.attn.c_attn
+        squares[group] = squares.get(group, 0.0) + float((grad.astype(np.float64) ** 2).sum())
+    layers = [{"name": "embeddings", "groups": {"wte": 0.0, "wpe": 0.0}}]
+    layers += [{"name": f"block {i}", "groups": {}} for i in range(n_layer)]
+    layers.append({"name": "final layernorm", "groups": {}})
+    for group, sq in squares.items():
+        parts = group.split(".")
+        if parts[1] in ("wte", "wpe"):
+            layers[0]["groups"][parts[1]] = math.sqrt(sq)
+        elif parts[1] == "h":
+            layers[1 + int(parts[2])]["groups"][".".join(parts[3:])] = math.sqrt(sq)
+        else:
+            layers[-1]["groups"][parts[1]] = math.sqrt(sq)
+    return layers
+
+
+def _integer(body: dict, key: str, default: int, low: int, high: int) -> int:
+    value = body.get(key, default)
+    if value is None:
+        value = default
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise BadRequest(f'"{key}" must be an integer from {low} to {high}, got {value!r}')
+    return value
+
+
+def _number(body: dict, key: str, default, low: float, high: float, low_open=False):
+    value = body.get(key, default)
+    if value is None:
+        return default
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value > high or value < low or (low_open and value == low):
+        bound = "(" if low_open else "["
+        raise BadRequest(f'"{key}" must be a number in {bound}{low}, {high}], got {value!r}')
+    return float(value)
+
+
+def _sampling(body: dict, default_temperature: float):
+    temperature = _number(body, "temperature", default_temperature, 0.0, 100.0)
+    top_k = body.get("top_k")
+    if top_k is not None:
+        top_k = _integer(body, "top_k", None, 1, 10 ** 9)
+    top_p = _number(body, "top_p", None, 0.0, 1.0, low_open=True)
+    return temperature, top_k, top_p
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "tinygpt-explore"
+    protocol_version = "HTTP/1.1"
+    explorer: Explorer = None            # set on the subclass made by make_server
+    quiet = False
+
+    def log_message(self, fmt, *args):  # one short line per request, unless quiet
+        if not self.quiet:
+            sys.stderr.write(f"{self.command} {self.path} {args[1] if len(args) > 1 else ''}\n")
+
+    # -- replies
+    def _send(self, status, payload: bytes, content_type: str):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _json(self, obj, status=HTTPStatus.OK):
+        self._send(status, json.dumps(obj).encode(), "application/json")
+
+    def _error(self, status, message):
+        self._json({"error": message}, status)
+
+    # -- requests
+    def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        if path in STATIC:
+            name, content_type = STATIC[path]
+            self._send(HTTPStatus.OK, resources.files(__package__).joinpath("static", name).read_bytes(),
+                       content_type)
+        elif path == "/api/info":
+            self._json(self.explorer.info())
+        elif path == "/api/training":
+            self._json(self.explorer.training())
+        else:
+            self._error(HTTPStatus.NOT_FOUND, f"no such page: {path}")
+
+    def do_POST(self):
+        path = self.path.split("?", 1)[0]
+        routes = {"/api/tokens": self.explorer.tokens, "/api/next": self.explorer.next_token,
+                  "/api/attention": self.explorer.attention, "/api/gradients": self.explorer.gradients,
+                  "/api/generate": self.explorer.generate}
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            return self._error(HTTPStatus.BAD_REQUEST, "bad Content-Length")
+        if length > MAX_BODY:
+            self.close_connection = True          # the body is not read: do not reuse the connection
+            return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {MAX_BODY} bytes")
+        raw = self.rfile.read(length)
+        if path not in routes:
+            return self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
+        try:
+            body = json.loads(raw.decode("utf-8"))
+            if not isinstance(body, dict):
+                raise BadRequest("the request body must be a JSON object")
+            result = routes[path](body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return self._error(HTTPStatus.BAD_REQUEST, f"malformed JSON: {exc}")
+        except (BadRequest, TinyGPTError) as exc:
+            return self._error(HTTPStatus.BAD_REQUEST, str(exc))
+        if path == "/api/generate":
+            return self._stream(result)
+        self._json(result)
+
+    def _stream(self, lines):
+        """Send each dict as one JSON line as soon as it exists (chunked transfer)."""
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        try:
+            for item in lines:
+                data = (json.dumps(item) + "\n").encode()
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):   # the page pressed Stop: sampling ends here
+            self.close_connection = True
+        finally:
+            lines.close()
+
+
+def make_server(explorer: Explorer, host="127.0.0.1", port=8000, quiet=False) -> ThreadingHTTPServer:
+    """A ThreadingHTTPServer bound to (host, port); port 0 picks a free one."""
+    handler = type("Handler", (_Handler,), {"explorer": explorer, "quiet": quiet})
+    try:
+        server = ThreadingHTTPServer((host, port), handler)
+    except OSError as exc:
+        if exc.errno in (98, 48, 10048):                  # EADDRINUSE on Linux, macOS, Windows
+            raise TinyGPTError(f"port {port} on {host} is already in use; choose another with --port") from None
+        raise TinyGPTError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    server.daemon_threads = True
+    return server
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(explorer: Explorer, host="127.0.0.1", port=8000):
+    """Serve until Ctrl-C."""
+    server = make_server(explorer, host, port)
+    if not is_loopback(host):
+        print(f"warning: --host {host} makes the explorer reachable from other machines; it has no "
+              "authentication (the default, 127.0.0.1, keeps it on this one)", file=sys.stderr)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"tinygpt explore: {explorer.source} at http://{shown}:{server.server_address[1]}/  (Ctrl-C stops)",
+          flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+    finally:
+        server.server_close()
+
+
+def find_log(checkpoint_dir) -> Path | None:
+    """The log.jsonl of the run a checkpoint folder belongs to (the run folder or its parent)."""
+    p = Path(checkpoint_dir)
+    for candidate in (p / "log.jsonl", p.parent / "log.jsonl"):
+        if candidate.exists():
+            return candidate
+    return p / "log.jsonl" if p.is_dir() else None
