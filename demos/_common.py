@@ -1,0 +1,103 @@
+"""What every lesson in demos/ shares: the command line, the device switch, figures
+and a small trained model.
+
+Each lesson is a script: ``python demos/01_autograd_by_hand.py [--device cuda]
+[--out DIR] [--quick]``. It prints what it teaches and writes its figures (PNG) to
+``--out`` (default: ``demos/out/<lesson>/``, which git ignores).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+DEMOS = Path(__file__).resolve().parent
+
+
+def parser(lesson_file: str, description: str) -> argparse.ArgumentParser:
+    """The flags every lesson takes; a lesson adds its own before parsing."""
+    lesson = Path(lesson_file).stem
+    p = argparse.ArgumentParser(prog=f"python demos/{lesson}.py", description=description)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cpu (NumPy) or cuda (CuPy); default: cpu")
+    p.add_argument("--out", default=str(DEMOS / "out" / lesson),
+                   help=f"folder for the figures (default: demos/out/{lesson})")
+    p.add_argument("--quick", action="store_true",
+                   help="a smaller, faster run (what the tests use)")
+    return p
+
+
+def setup(args) -> Path:
+    """Select the array backend and create the output folder; returns the folder.
+
+    A missing CuPy or GPU ends the lesson with one line, not a traceback."""
+    from autograd import BackendUnavailable, use_backend
+    try:
+        use_backend("cupy" if args.device == "cuda" else "numpy")
+    except BackendUnavailable as exc:
+        sys.exit(f"--device cuda is not available here: {exc}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def heading(text: str) -> None:
+    """A section title in the printed lesson."""
+    print()
+    print(text)
+    print("-" * len(text))
+
+
+# ----------------------------------------------------------------------------- figures
+def figure(nrows=1, ncols=1, size=(8, 5), **kwargs):
+    """(fig, axes): a matplotlib Figure drawn by the Agg backend into a file, never a
+    window (as tinygpt/plots.py does: no pyplot, no global state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=100, layout="constrained")   # no overlapping labels
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+    if nrows == 1 and ncols == 1:
+        return fig, axes[0, 0]
+    return fig, axes
+
+
+def save(fig, out: Path, name: str) -> Path:
+    """Write ``fig`` to ``out/name`` and say so."""
+    path = Path(out) / name
+    fig.savefig(path, bbox_inches="tight")
+    print(f"wrote {path}")
+    return path
+
+
+# ----------------------------------------------------------------------------- a trained model
+def tiny_train_config(out: Path, steps: int, device: str, seed: int = 1337):
+    """A character-level GPT small enough to learn something in about 20 s on 2 cores:
+    2 layers, 4 heads, 64 wide, a context of 64 characters, batches of 16."""
+    from tinygpt.config import TrainConfig
+
+    return TrainConfig(out=str(out), tokenizer="char", preset="tiny", n_layer=2, n_head=4, n_embd=64,
+                       block_size=64, batch_size=16, max_iters=steps, lr=1e-2, min_lr=1e-3,
+                       warmup_iters=min(30, max(1, steps // 5)), beta2=0.99,
+                       eval_interval=max(1, steps // 4), eval_iters=4, sample_tokens=0, progress=False,
+                       device=device, seed=seed)
+
+
+def trained_model(args, out: Path, steps: int):
+    """A GPT2 to look at: ``--checkpoint DIR`` if given (a run of ``tinygpt train``),
+    otherwise one trained here, with tinygpt's own Trainer, into ``out/model``."""
+    from tinygpt import GPT2
+    from tinygpt.train import Trainer
+
+    if getattr(args, "checkpoint", None):
+        print(f"loading the model of {args.checkpoint}")
+        return GPT2.load(args.checkpoint, device=args.device)
+    run = Path(out) / "model"
+    print(f"training a small character-level GPT for {steps} steps (run folder {run}) ...")
+    t0 = time.time()
+    summary = Trainer(tiny_train_config(run, steps, args.device),
+                      out_stream=lambda line: print("  " + line)).run()
+    print(f"  done in {time.time() - t0:.0f} s: validation loss {summary['val_loss']:.3f} nats/character")
+    return GPT2.load(run, device=args.device)
