@@ -1,0 +1,332 @@
+"""The explorer's JSON API over real HTTP: every endpoint, its numbers against the Python
+API computed directly, bad requests, concurrency, and the `tinygpt explore` command."""
+import http.client
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+from autograd import no_grad
+from tinygpt import GPT2
+from tinygpt.explore import server as server_module
+from tinygpt.generate import generate_ids, next_token_distribution
+
+
+def get(base, path):
+    with urllib.request.urlopen(base + path, timeout=30) as r:
+        return r.status, r.headers.get("Content-Type"), r.read()
+
+
+def post(base, path, body):
+    """(status, decoded JSON) of a POST, error statuses included."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def ok(base, path, body):
+    status, answer = post(base, path, body)
+    assert status == 200, answer
+    return answer
+
+
+# ---------------------------------------------------------------- endpoints
+
+def test_the_page_and_its_files_are_served_from_the_package(server):
+    base, _ = server
+    for path, kind in (("/", "text/html"), ("/app.js", "text/javascript"), ("/style.css", "text/css")):
+        status, content_type, body = get(base, path)
+        assert status == 200 and content_type.startswith(kind) and len(body) > 500
+    page = get(base, "/")[2].decode()
+    assert 'src="/app.js"' in page and "http://" not in page and "https://" not in page   # nothing from a CDN
+
+
+def test_info_describes_the_loaded_model(server, run_dir):
+    base, explorer = server
+    info = json.loads(get(base, "/api/info")[2])
+    model = GPT2.load(run_dir)
+    assert info["tokenizer"] == "char" and info["has_log"] is True
+    assert (info["n_layer"], info["n_head"], info["block_size"]) == (2, 2, 32)
+    assert info["parameters"] == model.num_parameters() and info["vocab_size"] == model.config.vocab_size
+
+
+def test_tokens_are_the_tokenizers_ids_and_a_long_prompt_keeps_the_last_context(server):
+    base, explorer = server
+    tok = explorer.model.tokenizer
+    answer = ok(base, "/api/tokens", {"text": "Romeo, Romeo"})
+    assert [t["id"] for t in answer["tokens"]] == tok.encode("Romeo, Romeo")
+    assert "".join(t["text"] for t in answer["tokens"]) == "Romeo, Romeo" and not answer["truncated"]
+    long = "It is the east, and Juliet is the sun. " * 3                      # 117 characters > 32
+    answer = ok(base, "/api/tokens", {"text": long})
+    assert answer["truncated"] and [t["id"] for t in answer["tokens"]] == tok.encode(long)[-32:]
+
+
+def test_next_token_odds_equal_the_sampling_code_before_and_after_the_cuts(server):
+    base, explorer = server
+    model, text = explorer.model, "JULIET:\nO Rom"
+    answer = ok(base, "/api/next", {"text": text, "temperature": 0.7, "top_k": 4, "top_p": 0.9, "show": 10})
+    with no_grad():
+        logits, _ = model([model.tokenizer.encode(text)], last_only=True)   # as generation computes it
+    row = logits.data[0, -1]
+    p = next_token_distribution(row)
+    p_after = next_token_distribution(row, 0.7, 4, 0.9)
+    top = np.argsort(-p, kind="stable")[:10]
+    assert [c["id"] for c in answer["candidates"]] == top.tolist()
+    for c in answer["candidates"]:
+        assert c["p"] == pytest.approx(p[c["id"]], rel=1e-12)                 # the same float64 numbers
+        assert c["p_after"] == pytest.approx(p_after[c["id"]], rel=1e-12, abs=1e-300)
+        assert c["kept"] == (p_after[c["id"]] > 0)
+    assert answer["kept_count"] == int((p_after > 0).sum()) <= 4
+    assert answer["kept_mass"] == pytest.approx(p[p_after > 0].sum(), rel=1e-12)
+    assert sum(c["p_after"] for c in answer["candidates"]) == pytest.approx(1.0)   # all kept ones are in the top 10
+
+
+def stream(base, body):
+    """The JSON lines of /api/generate."""
+    url = urlparse(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    conn.request("POST", "/api/generate", json.dumps(body), {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200 and response.getheader("Content-Type") == "application/x-ndjson"
+    lines = [json.loads(line) for line in response.read().decode().splitlines()]
+    conn.close()
+    return lines
+
+
+def test_generate_streams_the_tokens_the_python_api_samples(server):
+    base, explorer = server
+    body = {"text": "ROMEO:\n", "max_new_tokens": 25, "temperature": 0.9, "top_k": 10, "seed": 11}
+    lines = stream(base, body)
+    expected = list(generate_ids(explorer.model, explorer.model.tokenizer.encode("ROMEO:\n"), max_new_tokens=25,
+                                 temperature=0.9, top_k=10, seed=11))
+    assert [item["id"] for item in lines[:-1]] == expected and lines[-1]["done"] is True
+    assert "".join(item["text"] for item in lines) == explorer.model.tokenizer.decode(expected)
+
+
+def test_closing_the_connection_stops_generation_and_the_server_goes_on(server):
+    base, _ = server
+    url = urlparse(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    conn.request("POST", "/api/generate", json.dumps({"text": "O", "max_new_tokens": 500, "seed": 1}))
+    response = conn.getresponse()
+    assert json.loads(response.fp.readline() and response.fp.readline())  # chunk size line, then a token
+    conn.close()                                                           # the page's Stop button
+    assert ok(base, "/api/tokens", {"text": "still here"})["tokens"]
+
+
+def test_attention_weights_equal_the_models_own(server):
+    base, explorer = server
+    text = "But soft, what light"
+    answer = ok(base, "/api/attention", {"text": text, "layer": 1, "head": 1})
+    weights = []
+    with no_grad():
+        explorer.model([explorer.model.tokenizer.encode(text)], attention=weights)
+    expected = weights[1][0, 1]                                            # layer 1, batch 0, head 1
+    got = np.array(answer["weights"])
+    assert got.shape == (len(text), len(text)) and np.array_equal(got, expected.astype(np.float64))
+    assert np.all(np.triu(got, k=1) == 0)                                  # the causal triangle
+
+
+def test_gradients_equal_one_backward_pass_with_the_python_api(server, run_dir):
+    base, _ = server
+    text = "ROMEO: But so"
+    answer = ok(base, "/api/gradients", {"text": text})
+    model = GPT2.load(run_dir)
+    ids = model.tokenizer.encode(text)
+    x, y = np.array([ids[:-1]]), np.array([ids[1:]])
+    _, loss = model(x, y)
+    loss.backward()
+    grads = {name: p.grad.astype(np.float64) for name, p in model.named_parameters()}
+    assert answer["loss"] == pytest.approx(float(loss.data), rel=1e-6)    # float32 loss, same kernels
+    block1 = answer["layers"][2]
+    assert block1["name"] == "block 1"
+    for group in ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"):
+        prefix = f"transformer.h.1.{group}."
+        expected = math.sqrt(sum((g ** 2).sum() for n, g in grads.items() if n.startswith(prefix)))
+        assert block1["groups"][group] == pytest.approx(expected, rel=1e-6)
+    assert answer["layers"][0]["groups"]["wte"] > 0 and answer["layers"][-1]["name"] == "final layernorm"
+
+
+def test_saliency_is_the_gradient_norm_at_each_input_embedding_by_finite_differences(server, run_dir):
+    """An independent route to ||dL/de_t||: central differences in float64, nudging the input
+    embedding e_t = wte[id_t] + wpe[t] one coordinate at a time (through wpe's row t, which
+    only position t uses)."""
+    base, _ = server
+    text = "O Romeo, Rome"
+    answer = ok(base, "/api/gradients", {"text": text})
+    model = GPT2.load(run_dir).to("float64")
+    ids = model.tokenizer.encode(text)
+    x, y = np.array([ids[:-1]]), np.array([ids[1:]])
+    wpe = model.transformer.wpe.weight.data
+    eps = 1e-6
+    with no_grad():
+        for t in range(len(ids) - 1):
+            g = np.zeros(wpe.shape[1])
+            for c in range(wpe.shape[1]):
+                keep = wpe[t, c]
+                wpe[t, c] = keep + eps
+                up = float(model(x, y)[1].data)
+                wpe[t, c] = keep - eps
+                down = float(model(x, y)[1].data)
+                wpe[t, c] = keep
+                g[c] = (up - down) / (2 * eps)
+            # the server computes in float32: ~1e-7 relative rounding per operation, a few 1e-5 after
+            # the whole network; float64 differences are good to ~1e-9
+            assert answer["saliency"][t] == pytest.approx(np.linalg.norm(g), rel=1e-3)
+
+
+def test_training_curves_come_from_the_runs_log(server):
+    base, _ = server
+    data = json.loads(get(base, "/api/training")[2])
+    assert data["available"]
+    assert [step for step, _ in data["train"]] == list(range(1, 41))
+    assert [e[0] for e in data["eval"]] == [0, 20, 40] and len(data["lr"]) == 40
+    assert data["eval"][-1][2] < data["eval"][0][2]                        # val loss went down
+
+
+def test_a_model_without_a_log_reports_none(run_dir):
+    explorer = server_module.Explorer(GPT2.load(run_dir), source="weights only", log_path=None)
+    assert explorer.training()["available"] is False and explorer.info()["has_log"] is False
+
+
+# ---------------------------------------------------------------- bad requests
+
+@pytest.mark.parametrize("path,body,message", [
+    ("/api/next", b"{not json", "malformed JSON"),
+    ("/api/next", b"[1, 2]", "JSON object"),
+    ("/api/next", b"\xff\xfe", "malformed JSON"),
+    ("/api/next", {"text": 5}, '"text" must be a string'),
+    ("/api/next", {"text": "a", "temperature": -1}, '"temperature"'),
+    ("/api/next", {"text": "a", "temperature": "hot"}, '"temperature"'),
+    ("/api/next", {"text": "a", "top_p": 0}, '"top_p"'),
+    ("/api/next", {"text": "a", "top_k": 0}, '"top_k"'),
+    ("/api/next", {"text": ""}, "at least 1 token"),
+    ("/api/attention", {"text": "abc", "layer": 2}, '"layer" must be an integer from 0 to 1'),
+    ("/api/attention", {"text": "abc", "head": -1}, '"head"'),
+    ("/api/attention", {"text": "abc", "layer": True}, '"layer"'),
+    ("/api/gradients", {"text": "a"}, "at least 2 tokens"),
+    ("/api/generate", {"text": "a", "max_new_tokens": 10 ** 6}, '"max_new_tokens"'),
+    ("/api/generate", {"text": "a", "seed": "x"}, '"seed"'),
+])
+def test_bad_requests_get_400_with_a_json_error_and_the_server_keeps_serving(server, path, body, message):
+    base, _ = server
+    status, answer = post(base, path, body)
+    assert status == 400 and message in answer["error"]
+    assert ok(base, "/api/tokens", {"text": "ok"})["tokens"]
+
+
+def test_unknown_paths_get_404(server):
+    base, _ = server
+    assert post(base, "/api/nothing", {})[0] == 404
+    with pytest.raises(urllib.error.HTTPError) as err:
+        get(base, "/../../etc/passwd")
+    assert err.value.code == 404
+    with pytest.raises(urllib.error.HTTPError) as err:
+        get(base, "/static/app.js")                     # only the page's own names, no file paths
+    assert err.value.code == 404
+
+
+def test_a_body_over_the_limit_gets_413_without_being_read(server):
+    base, _ = server
+    url = urlparse(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    conn.putrequest("POST", "/api/next")
+    conn.putheader("Content-Length", str(server_module.MAX_BODY + 1))
+    conn.endheaders()                                   # announce a big body, send none of it
+    response = conn.getresponse()
+    assert response.status == 413 and "over" in json.loads(response.read())["error"]
+    conn.close()
+    status, answer = post(base, "/api/tokens", b'{"text": "' + b"a" * (server_module.MAX_BODY + 10) + b'"}')
+    assert status == 413
+    assert ok(base, "/api/tokens", {"text": "ok"})["tokens"]
+
+
+def test_twenty_concurrent_requests_are_all_answered_correctly(server):
+    base, _ = server
+    prompts = [f"ROMEO: {'Juliet'[:1 + i % 6]} {i}" for i in range(20)]
+    kinds = ["/api/next", "/api/attention", "/api/gradients", "/api/tokens"]
+    jobs = [(kinds[i % 4], {"text": p, "layer": i % 2, "head": (i // 2) % 2}) for i, p in enumerate(prompts)]
+    alone = [ok(base, path, body) for path, body in jobs]          # one at a time
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        together = list(pool.map(lambda job: post(base, *job), jobs))
+    for (status, answer), expected in zip(together, alone):
+        assert status == 200 and answer == expected
+
+
+# ---------------------------------------------------------------- the command
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "tinygpt", "explore", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_the_command_prints_the_url_serves_and_stops_cleanly_on_ctrl_c(run_dir):
+    port = free_port()
+    proc = start(["--checkpoint", str(run_dir), "--port", str(port)])
+    try:
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line
+        info = json.loads(get(f"http://127.0.0.1:{port}", "/api/info")[2])
+        assert info["tokenizer"] == "char"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
+
+
+def test_a_port_in_use_is_one_clear_line(run_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "tinygpt", "explore", "--checkpoint", str(run_dir),
+                                 "--port", str(port)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"tinygpt explore: error: port {port} on 127.0.0.1 is already in use; choose another with --port"]
+
+
+def test_exposing_the_server_beyond_this_machine_warns(run_dir):
+    port = free_port()
+    proc = start(["--checkpoint", str(run_dir), "--port", str(port), "--host", "0.0.0.0"])
+    try:
+        assert f":{port}/" in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        assert "reachable from other machines" in proc.stderr.read()
+    finally:
+        proc.kill()
+
+
+def test_a_missing_checkpoint_is_one_clear_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tinygpt", "explore", "--checkpoint", str(tmp_path / "none")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "no checkpoint" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_loopback_is_recognised():
+    assert server_module.is_loopback("127.0.0.1") and server_module.is_loopback("::1")
+    assert server_module.is_loopback("localhost") and not server_module.is_loopback("0.0.0.0")
