@@ -147,9 +147,14 @@ def load_model(path, device=None, prefer=("best", "latest")):
     return model
 
 
-def load_optimizer(folder, model, optimizer, state: dict):
-    """Restore the optimizer's moments and hyper-parameters saved with a checkpoint."""
-    arrays = read_arrays(Path(folder) / OPTIMIZER_FILE)
+def load_optimizer(folder, model, optimizer, state: dict, arrays=None):
+    """Restore the optimizer's moments and hyper-parameters saved with a checkpoint.
+
+    ``arrays`` (name -> array) stands in for ``folder``'s optimizer file when given:
+    under mpiexec, ranks other than 0 pass zeros of the right shapes and then receive
+    rank 0's values by broadcast."""
+    if arrays is None:
+        arrays = read_arrays(Path(folder) / OPTIMIZER_FILE)
     saved = state["optimizer"]
     for group, hyper in zip(optimizer.param_groups, saved["param_groups"]):
         group.update({k: (tuple(v) if k == "betas" else v) for k, v in hyper.items()})

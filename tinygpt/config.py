@@ -87,7 +87,7 @@ class TrainConfig:
     n_embd: int | None = field(default=None, metadata={"help": "override the preset's width"})
     block_size: int | None = field(default=None, metadata={"help": "context length (default: the preset's)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout probability"})
-    batch_size: int = field(default=12, metadata={"help": "sequences per micro-batch"})
+    batch_size: int = field(default=12, metadata={"help": "sequences per micro-batch (per process under mpiexec)"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     max_iters: int = field(default=300, metadata={"help": "optimizer steps"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
@@ -103,6 +103,8 @@ class TrainConfig:
     sample_tokens: int = field(default=80, metadata={"help": "tokens of the sample printed at each evaluation (0: none)"})
     seed: int = field(default=1337, metadata={"help": "random seed (weights, batches, dropout)"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    dtype: str = field(default="float32", metadata={"help": "float32, or float64 (slow; for exactness checks)"})
+    bucket_mb: float = field(default=25.0, metadata={"help": "under mpiexec: gradients are all-reduced in buffers of about this many MB"})
     resume: bool = field(default=False, metadata={"help": "continue the run saved in --out"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 

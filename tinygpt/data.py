@@ -9,6 +9,8 @@
 3. ``get_batch``: B random windows of T+1 tokens from one split, drawn with the
    dataset's own seeded generator (its state is saved in checkpoints, so a resumed run
    draws exactly the batches the uninterrupted run would have).
+4. Under mpiexec every rank draws its own batches: rank r's generator is seeded by
+   ``stream_seed(seed, r)``, a child of ``seed`` independent of every other rank's.
 """
 from __future__ import annotations
 
@@ -63,12 +65,30 @@ def load_corpus(path=None) -> tuple[str, str]:
     return text, p.stem if p.is_file() else p.name
 
 
-class TokenData:
-    """The corpus as token ids, split 90/10, with seeded random windows."""
+def stream_seed(seed: int, rank: int = 0, step: int | None = None):
+    """The seed of rank ``rank``'s random stream, as a ``numpy.random.SeedSequence``.
 
-    def __init__(self, text: str, tokenizer, block_size: int, seed: int = 0):
+    Rank 0 of a fresh run gets ``seed`` itself, so one process draws exactly what it
+    always drew. Rank r > 0 gets the child of ``seed`` with spawn key (r,) (NumPy's way
+    of deriving independent streams from one seed); ``step`` (a run resumed on a
+    different number of ranks) adds it to the key, so that a rank's new stream does
+    not replay batches from the start of the run.
+    """
+    key = () if step is None else (int(step),)
+    if rank or step is not None:
+        key = (int(rank),) + key
+    return np.random.SeedSequence(int(seed), spawn_key=key)
+
+
+class TokenData:
+    """The corpus as token ids, split 90/10, with seeded random windows.
+
+    ``seed``: an int or a ``SeedSequence`` (see ``stream_seed``). ``write_cache=False``
+    reads the token cache if it is there but never writes it (ranks other than 0)."""
+
+    def __init__(self, text: str, tokenizer, block_size: int, seed=0, write_cache: bool = True):
         self.block_size = int(block_size)
-        self.tokens = self._tokens(text, tokenizer)
+        self.tokens = self._tokens(text, tokenizer, write_cache)
         n = len(self.tokens)
         cut = int(n * TRAIN_FRACTION)
         self.splits = {"train": self.tokens[:cut], "val": self.tokens[cut:]}
@@ -81,7 +101,7 @@ class TokenData:
         self.rng = np.random.default_rng(seed)
 
     @staticmethod
-    def _tokens(text: str, tokenizer):
+    def _tokens(text: str, tokenizer, write_cache=True):
         key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
         tok = tokenizer.to_dict()
         tok_key = hashlib.sha256(json.dumps(tok, sort_keys=True).encode()).hexdigest()[:12]
@@ -92,6 +112,8 @@ class TokenData:
         if ids.size and int(ids.max()) > 65535:
             raise TinyGPTError("token ids above 65535 do not fit the uint16 cache")
         ids = ids.astype(np.uint16)
+        if not write_cache:
+            return ids
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -18,6 +18,18 @@ twice to stop at once); a loss or gradient that is not finite stops the run with
 message and leaves the last good checkpoint as it was; ``resume`` continues from
 ``latest`` exactly: N steps then N more give the same weights, bit for bit, as 2N in
 one go (the weights, AdamW's moments and both random generators are restored).
+
+Several processes (``mpiexec -n N tinygpt train``, see tinygpt/dist.py): rank 0's
+initial weights are broadcast; every rank draws its own batches of ``batch_size``
+(seeded by (seed, rank)); after the backward pass the gradients, the loss and the
+Ctrl-C flag are averaged over the ranks, so clipping and AdamW make the same update
+everywhere. Rank 0 alone evaluates, samples, prints, logs, plots and writes
+checkpoints; the others never write a file. A checkpoint holds every rank's random
+streams: resuming on the same number of ranks continues exactly; on another number,
+each rank starts a fresh stream seeded by (seed, rank, step), and the weights and
+AdamW's moments (identical on every rank) carry over unchanged. A rank that raises ends
+the whole job (MPI Abort) with its error shown. Ctrl-C under mpiexec reaches every
+rank; they agree at the next all-reduce to stop after that step, and rank 0 saves.
 """
 from __future__ import annotations
 
@@ -31,9 +43,10 @@ from pathlib import Path
 
 from autograd import BackendUnavailable, backend, no_grad, optim
 
+from . import dist
 from .checkpoint import load_optimizer, read_arrays, read_state, resolve_checkpoint, save_checkpoint
-from .config import TrainConfig, preset
-from .data import TokenData, load_corpus
+from .config import GPTConfig, TrainConfig, preset
+from .data import TokenData, load_corpus, stream_seed
 from .errors import TinyGPTError
 from .model import GPT2
 from .plots import plot_training, read_log
@@ -64,6 +77,10 @@ def _validate(cfg: TrainConfig):
         raise TinyGPTError("--weight-decay and --grad-clip must not be negative")
     if cfg.tokenizer not in ("gpt2", "char"):
         raise TinyGPTError(f"unknown tokenizer {cfg.tokenizer!r}; choose gpt2 or char")
+    if cfg.dtype not in ("float32", "float64"):
+        raise TinyGPTError(f"--dtype must be float32 or float64, got {cfg.dtype!r}")
+    if not cfg.bucket_mb > 0:
+        raise TinyGPTError(f"--bucket-mb must be positive, got {cfg.bucket_mb}")
 
 
 def explicit_fields(cfg: TrainConfig) -> set:
@@ -87,24 +104,30 @@ class Trainer:
         self.print = out_stream or _tqdm_print
         self._stop_requested = False
         self._plot_thread = None
+        self.world = dist.LocalWorld()   # run() replaces it with the MPI world under mpiexec
 
     # ------------------------------------------------------------------ set-up
     def _setup(self):
-        cfg = self.cfg
+        cfg, world = self.cfg, self.world
+        main = world.is_main
         try:
             backend.use_backend(cfg.device)
         except BackendUnavailable as exc:
             raise TinyGPTError(str(exc)) from None
         except ValueError:
             raise TinyGPTError(f"unknown device {cfg.device!r}; choose cpu or cuda") from None
+        world.bind_device()
         resume_state = None
         if cfg.resume:
             out = Path(cfg.out) if cfg.out else None
             if out is None:  # the default folder depends on the corpus name
                 _, name = load_corpus(cfg.data)
                 out = Path("runs") / name
-            self.latest = resolve_checkpoint(out, prefer=("latest",))
-            resume_state = read_state(self.latest)
+            # rank 0 reads the checkpoint; the others receive what it read (no shared disk needed)
+            if main:
+                self.latest = resolve_checkpoint(out, prefer=("latest",))
+                resume_state = read_state(self.latest)
+            resume_state = world.broadcast_object(resume_state)
             saved = TrainConfig.from_dict(resume_state["train_config"])
             for name in self.explicit:
                 setattr(saved, name, getattr(cfg, name))
@@ -114,26 +137,40 @@ class Trainer:
         text, name = load_corpus(cfg.data)
         self.out = Path(cfg.out) if cfg.out else Path("runs") / name
         cfg.out = str(self.out)
-        if resume_state is not None:
-            tokenizer = tokenizer_from_dict(resume_state["tokenizer"])
-            from .config import GPTConfig
-            mcfg = GPTConfig.from_dict(resume_state["model_config"])
-        elif cfg.init_from:
-            pretrained = self._pretrained(cfg)
-            tokenizer, mcfg = pretrained.tokenizer, pretrained.config
-        else:
-            tokenizer = make_tokenizer(cfg.tokenizer, text)
-            mcfg = preset(cfg.preset, vocab_size=tokenizer.vocab_size, block_size=cfg.block_size,
-                          n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)
+        pretrained = None
+        if main:  # the other ranks receive the model's shape and tokenizer from rank 0, just below
+            if resume_state is not None:
+                tokenizer = tokenizer_from_dict(resume_state["tokenizer"])
+                mcfg = GPTConfig.from_dict(resume_state["model_config"])
+            elif cfg.init_from:
+                pretrained = self._pretrained(cfg)
+                tokenizer, mcfg = pretrained.tokenizer, pretrained.config
+            else:
+                tokenizer = make_tokenizer(cfg.tokenizer, text)
+                mcfg = preset(cfg.preset, vocab_size=tokenizer.vocab_size, block_size=cfg.block_size,
+                              n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)
+        if world.size > 1:
+            shape = world.broadcast_object((mcfg.to_dict(), tokenizer.to_dict()) if main else None)
+            mcfg, tokenizer = GPTConfig.from_dict(shape[0]), tokenizer_from_dict(shape[1])
         backend.seed(cfg.seed)
-        self.model = GPT2(mcfg, tokenizer=tokenizer)
-        if cfg.init_from and resume_state is None:
+        # rank 0 draws the initial weights (or loads them); the other ranks receive them below
+        self.model = GPT2(mcfg, tokenizer=tokenizer, init=main and resume_state is None)
+        self.model.to(cfg.dtype)
+        if pretrained is not None and resume_state is None:
             self.model.load_state_dict(pretrained.state_dict())
             del pretrained
-        self.data = TokenData(text, tokenizer, mcfg.block_size, seed=cfg.seed + 1)
-        eval_rng = np.random.default_rng(cfg.seed + 2)   # fixed evaluation batches, apart from training's
-        self.eval_batches = {split: [self.data.get_batch(split, cfg.batch_size, rng=eval_rng)
-                                     for _ in range(cfg.eval_iters)] for split in ("train", "val")}
+        if not main:  # dropout: this rank's own stream, apart from every other rank's
+            backend.seed(_int_seed(stream_seed(cfg.seed, world.rank)))
+            world.barrier()  # rank 0 tokenizes first and writes the token cache, then the others read it
+        self.data = TokenData(text, tokenizer, mcfg.block_size, seed=stream_seed(cfg.seed + 1, world.rank),
+                              write_cache=main)
+        if main:
+            world.barrier()
+        self.eval_batches = {}
+        if main:
+            eval_rng = np.random.default_rng(cfg.seed + 2)   # fixed evaluation batches, apart from training's
+            self.eval_batches = {split: [self.data.get_batch(split, cfg.batch_size, rng=eval_rng)
+                                         for _ in range(cfg.eval_iters)] for split in ("train", "val")}
         self.optimizer = optim.AdamW(optim.decay_groups(self.model.named_parameters(), cfg.weight_decay),
                                      lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         min_lr = cfg.min_lr if cfg.min_lr is not None else cfg.lr / 10
@@ -141,20 +178,60 @@ class Trainer:
         self.schedule = optim.WarmupCosine(cfg.lr, min_lr, cfg.warmup_iters, max(decay, cfg.warmup_iters))
         self.step, self.best_val = 0, math.inf
         self.log_path = self.out / "log.jsonl"
-        self.out.mkdir(parents=True, exist_ok=True)
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
         if resume_state is not None:
-            self.model.load_state_dict(read_arrays(self.latest / "model.safetensors"))
-            load_optimizer(self.latest, self.model, self.optimizer, resume_state)
+            if main:
+                self.model.load_state_dict(read_arrays(self.latest / "model.safetensors"))
+                load_optimizer(self.latest, self.model, self.optimizer, resume_state)
+            self._share_optimizer_state(resume_state)
             self.step = int(resume_state["step"])
             self.best_val = float(resume_state.get("best_val_loss", math.inf))
-            backend.set_rng_state(resume_state["rng"])
-            self.data.set_rng_state(resume_state["data_rng"])
-            # drop log lines written after the checkpoint (a run that went on and died)
-            kept = [r for r in read_log(self.log_path) if r.get("step", 0) <= self.step]
-            self.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        elif self.log_path.exists():
+            self._restore_streams(resume_state)
+            if main:  # drop log lines written after the checkpoint (a run that went on and died)
+                kept = [r for r in read_log(self.log_path) if r.get("step", 0) <= self.step]
+                self.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        elif main and self.log_path.exists():
             self.log_path.unlink()
+        world.broadcast_arrays([p.data for p in self.model.parameters()])   # rank 0's weights everywhere
         self.last_good_step = self.step if resume_state is not None else None
+
+    def _share_optimizer_state(self, resume_state):
+        """Under mpiexec: rank 0 has read AdamW's moments from the checkpoint; the other
+        ranks make arrays of the same shapes and receive its values by broadcast."""
+        world = self.world
+        if world.size == 1:
+            return
+        named = dict(self.model.named_parameters())
+        keys = None
+        if world.is_main:
+            keys = [f"{key}/{name}" for name, p in named.items()
+                    for key in sorted(self.optimizer.state.get(id(p), {})) if key != "step"]
+        keys = world.broadcast_object(keys)
+        if not world.is_main:
+            zeros = {k: np.zeros(named[k.split("/", 1)[1]].shape) for k in keys}
+            load_optimizer(None, self.model, self.optimizer, resume_state, arrays=zeros)
+        world.broadcast_arrays([self.optimizer.state[id(named[k.split("/", 1)[1]])][k.split("/", 1)[0]]
+                                for k in keys])
+
+    def _restore_streams(self, resume_state):
+        """This rank's random generators (batches, dropout) as the checkpoint left them.
+
+        Saved by as many ranks as there are now: each rank continues its own streams
+        exactly. Saved by another number: every rank starts fresh streams seeded by
+        (seed, rank, step); the run goes on from the same weights and moments, but the
+        batches are not those an uninterrupted run would have drawn."""
+        world, cfg = self.world, self.cfg
+        saved_size = int(resume_state.get("world_size", 1))
+        if saved_size == world.size:
+            mine = resume_state["ranks"][world.rank] if world.size > 1 else resume_state
+            backend.set_rng_state(mine["rng"])
+            self.data.set_rng_state(mine["data_rng"])
+            return
+        self.data.rng = np.random.default_rng(stream_seed(cfg.seed + 1, world.rank, self.step))
+        backend.seed(_int_seed(stream_seed(cfg.seed, world.rank, self.step)))
+        self.print(f"note: this run was saved by {saved_size} process(es) and continues on {world.size}: "
+                   "same weights and optimizer state, new random batch streams")
 
     @staticmethod
     def _pretrained(cfg):
@@ -198,13 +275,23 @@ class Trainer:
         self.model.train()
         return losses
 
-    def _state(self, val_loss):
-        return {"step": self.step, "val_loss": val_loss, "best_val_loss": self.best_val,
-                "train_config": self.cfg.to_dict(), "rng": backend.get_rng_state(),
-                "data_rng": self.data.rng_state(), "time": time.time()}
+    def _state(self, val_loss, streams=None):
+        state = {"step": self.step, "val_loss": val_loss, "best_val_loss": self.best_val,
+                 "train_config": self.cfg.to_dict(), "rng": backend.get_rng_state(),
+                 "data_rng": self.data.rng_state(), "time": time.time(), "world_size": self.world.size}
+        if streams is not None and len(streams) > 1:
+            state["ranks"] = streams   # every rank's generators, in rank order
+        return state
 
-    def save(self, val_loss=None):
-        save_checkpoint(self.out / "latest", self.model, self._state(val_loss), optimizer=self.optimizer)
+    def save(self, val_loss=None, best=False):
+        """Write ``latest`` (and ``best``). Under mpiexec every rank calls it: rank 0
+        gathers the ranks' random generators and alone writes."""
+        streams = self.world.gather_objects({"rng": backend.get_rng_state(), "data_rng": self.data.rng_state()})
+        if self.world.is_main:
+            state = self._state(val_loss, streams)
+            save_checkpoint(self.out / "latest", self.model, state, optimizer=self.optimizer)
+            if best:
+                save_checkpoint(self.out / "best", self.model, state)
         self.last_good_step = self.step
 
     def _plot_in_background(self):
@@ -225,21 +312,23 @@ class Trainer:
         self.print("--- sample ---\n" + text.strip("\n") + "\n--------------")
 
     def _eval_and_save(self, final=False):
-        losses = self.evaluate()
-        improved = losses["val"] < self.best_val
-        if improved:
-            self.best_val = losses["val"]
-        record = {"kind": "eval", "step": self.step, "train_loss": losses["train"], "val_loss": losses["val"],
-                  "time": time.time() - self.t0}
-        self._log(record)
-        self.print(f"step {self.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
-                   + (" (best)" if improved else ""))
-        if self.step > 0 or final:
-            self.save(losses["val"])
+        """Rank 0 evaluates, logs, samples and plots; every rank takes part in the save."""
+        losses, improved = {}, False
+        if self.world.is_main:
+            losses = self.evaluate()
+            improved = losses["val"] < self.best_val
             if improved:
-                save_checkpoint(self.out / "best", self.model, self._state(losses["val"]))
-        self._sample()
-        self._plot_in_background()
+                self.best_val = losses["val"]
+            record = {"kind": "eval", "step": self.step, "train_loss": losses["train"], "val_loss": losses["val"],
+                      "time": time.time() - self.t0}
+            self._log(record)
+            self.print(f"step {self.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+                       + (" (best)" if improved else ""))
+        if self.step > 0 or final:
+            self.save(losses.get("val"), best=improved)
+        if self.world.is_main:
+            self._sample()
+            self._plot_in_background()
         return losses
 
     def _request_stop(self, signum, frame):
@@ -250,19 +339,29 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self):
+        self.world = dist.init(self.cfg.bucket_mb)
+        if not self.world.is_main:
+            self.print = _silent
+            dist.quiet_unless_main(self.world)
+        with self.world.abort_on_error():   # one process: exceptions go on up, unchanged
+            return self._run()
+
+    def _run(self):
         self._setup()
-        cfg, model, opt = self.cfg, self.model, self.optimizer
+        cfg, model, opt, world = self.cfg, self.model, self.optimizer, self.world
+        main = world.is_main
         params = model.parameters()
-        tokens_per_step = cfg.batch_size * cfg.grad_accum * model.config.block_size
+        tokens_per_step = cfg.batch_size * cfg.grad_accum * model.config.block_size * world.size
+        ranks = f"; {world.describe()}" if world.size > 1 else ""
         self.print(f"training {model.num_parameters():,} parameters ({model.config.n_layer} layers, "
                    f"{model.config.n_head} heads, {model.config.n_embd} wide, context {model.config.block_size}, "
                    f"{model.tokenizer.kind} tokens) on {len(self.data.tokens):,} tokens; "
-                   f"{backend.device_info()}; run folder {self.out}")
+                   f"{backend.device_info()}{ranks}; run folder {self.out}")
         self.t0 = time.time()
         previous_handler = None
         if threading.current_thread() is threading.main_thread():
             previous_handler = signal.signal(signal.SIGINT, self._request_stop)
-        bar = _progress(cfg, self.step)
+        bar = _progress(cfg, self.step) if main else None
         losses = {}
         interrupted = False
         try:
@@ -281,6 +380,9 @@ class Trainer:
                         loss = loss * (1.0 / cfg.grad_accum)
                     loss.backward()
                     loss_value += float(loss.data)
+                # several ranks: every gradient becomes its mean over the ranks (and so do the
+                # loss and the Ctrl-C flag); one process: nothing changes
+                loss_value, stop = world.average_gradients(params, loss_value, self._stop_requested)
                 norm = float(optim.clip_grad_norm(params, cfg.grad_clip)) if cfg.grad_clip > 0 else math.nan
                 if not math.isfinite(loss_value) or (cfg.grad_clip > 0 and not math.isfinite(norm)):
                     where = (f"the last good checkpoint (step {self.last_good_step}) is kept in {self.out / 'latest'}"
@@ -291,20 +393,28 @@ class Trainer:
                 opt.zero_grad()
                 self.step += 1
                 dt = time.time() - t_step
-                self._log({"kind": "train", "step": self.step, "loss": loss_value, "lr": lr,
-                           "grad_norm": norm if math.isfinite(norm) else None, "dt": dt})
+                if main:
+                    self._log({"kind": "train", "step": self.step, "loss": loss_value, "lr": lr,
+                               "grad_norm": norm if math.isfinite(norm) else None, "dt": dt})
                 if bar is not None:
                     bar.set_postfix_str(f"loss {loss_value:.3f} lr {lr:.2e} {tokens_per_step / dt:,.0f} tok/s")
                     bar.update(1)
                 if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:
                     losses = self._eval_and_save(final=self.step == cfg.max_iters)
-                if self._stop_requested:
+                # one process stops on its own flag (which Ctrl-C may also set during the
+                # evaluation); several ranks stop on the flag they agreed on at the all-reduce,
+                # so that all of them stop after the same step (one rank stopping alone would
+                # leave the others waiting in their next all-reduce)
+                if self._stop_requested if world.size == 1 else stop:
+                    self._stop_requested = True
                     interrupted = True
                     break
         except KeyboardInterrupt:
             interrupted = True  # a second Ctrl-C mid-step: the weights may be half-updated, do not save them
             self._stop_requested = False
             self.print(f"\nstopped; the last checkpoint (step {self.last_good_step}) is in {self.out / 'latest'}")
+            if world.size > 1:
+                raise   # the ranks are at different points: abort_on_error ends them all
         finally:
             if bar is not None:
                 bar.close()
@@ -316,12 +426,21 @@ class Trainer:
             self.save()
             self.print(f"interrupted at step {self.step}: saved {self.out / 'latest'}; "
                        f"continue with: tinygpt train --resume --out {self.out}")
-        elif not interrupted:
+        elif not interrupted and main:
             plot_training(read_log(self.log_path), self.out / "loss.png",
                           f"{self.out.name}: {model.config.n_layer} layers, {model.config.n_embd} wide")
         return {"step": self.step, "train_loss": losses.get("train"), "val_loss": losses.get("val"),
                 "best_val_loss": self.best_val, "out": str(self.out), "seconds": time.time() - self.t0,
-                "interrupted": interrupted}
+                "interrupted": interrupted, "rank": world.rank, "world_size": world.size}
+
+
+def _int_seed(sequence) -> int:
+    """An int seed for backend.seed from a SeedSequence."""
+    return int(sequence.generate_state(1)[0])
+
+
+def _silent(*_):
+    pass
 
 
 def _progress(cfg, start):
