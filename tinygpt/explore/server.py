@@ -351,16 +351,20 @@ class _Handler(BaseHTTPRequestHandler):
             lines.close()
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128      # the page fires several requests at once; 5 (the default) drops some
+    daemon_threads = True
+
+
 def make_server(explorer: Explorer, host="127.0.0.1", port=8000, quiet=False) -> ThreadingHTTPServer:
     """A ThreadingHTTPServer bound to (host, port); port 0 picks a free one."""
     handler = type("Handler", (_Handler,), {"explorer": explorer, "quiet": quiet})
     try:
-        server = ThreadingHTTPServer((host, port), handler)
+        server = _Server((host, port), handler)
     except OSError as exc:
         if exc.errno in (98, 48, 10048):                  # EADDRINUSE on Linux, macOS, Windows
             raise TinyGPTError(f"port {port} on {host} is already in use; choose another with --port") from None
         raise TinyGPTError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    server.daemon_threads = True
     return server
 
 

@@ -237,7 +237,7 @@ function drawGradients(data) {
   for (const layer of data.layers) for (const g of Object.keys(layer.groups)) if (!groups.includes(g)) groups.push(g);
   const all = data.layers.flatMap((l) => Object.values(l.groups)).filter((v) => v > 0);
   const logMax = Math.log10(Math.max(...all)), logMin = Math.log10(Math.min(...all));
-  const head = `<tr><th></th>${groups.map((g) => `<th>${escapeHtml(g)}</th>`).join("")}</tr>`;
+  const head = `<tr><th></th>${groups.map((g) => `<th>${escapeHtml(g).replace(".", ".<br>")}</th>`).join("")}</tr>`;
   const rows = data.layers.map((layer) => `<tr><th>${escapeHtml(layer.name)}</th>` + groups.map((g) => {
     const v = layer.groups[g];
     if (v === undefined) return `<td class="empty"></td>`;
