@@ -330,3 +330,16 @@ def test_a_missing_checkpoint_is_one_clear_line(tmp_path):
 def test_loopback_is_recognised():
     assert server_module.is_loopback("127.0.0.1") and server_module.is_loopback("::1")
     assert server_module.is_loopback("localhost") and not server_module.is_loopback("0.0.0.0")
+
+
+def test_gpt2_bpe_tokens_show_their_text_and_ids():
+    from tinygpt import GPTConfig
+    from tinygpt.tokenizer import GPT2Tokenizer
+
+    model = GPT2(GPTConfig(vocab_size=50257, block_size=16, n_layer=1, n_head=2, n_embd=8), tokenizer=GPT2Tokenizer())
+    explorer = server_module.Explorer(model, source="random")
+    answer = explorer.tokens({"text": "Hello world"})
+    assert [(t["id"], t["text"]) for t in answer["tokens"]] == [(15496, "Hello"), (995, " world")]  # GPT-2's ids
+    assert explorer.info()["tokenizer"] == "gpt2"
+    candidates = explorer.next_token({"text": "Hello world", "show": 5})["candidates"]
+    assert len(candidates) == 5 and all(isinstance(c["text"], str) for c in candidates)
