@@ -75,7 +75,7 @@ def figure(nrows=1, ncols=1, size=(8, 5), **kwargs):
 def save(fig, out: Path, name: str) -> Path:
     """Write ``fig`` to ``out/name`` and say so."""
     path = Path(out) / name
-    fig.savefig(path, bbox_inches="tight")
+    fig.savefig(path)                  # the constrained layout already fits every label in
     print(f"wrote {path}")
     return path
 
@@ -89,7 +89,7 @@ def tiny_train_config(out: Path, steps: int, device: str, seed: int = 1337):
     return TrainConfig(out=str(out), tokenizer="char", preset="tiny", n_layer=2, n_head=4, n_embd=64,
                        block_size=64, batch_size=16, max_iters=steps, lr=1e-2, min_lr=1e-3,
                        warmup_iters=min(30, max(1, steps // 5)), beta2=0.99,
-                       eval_interval=max(1, steps // 5), eval_iters=4, sample_tokens=0, progress=False,
+                       eval_interval=max(1, steps // (5 if steps >= 100 else 2)), eval_iters=4, sample_tokens=0, progress=False,
                        device=device, seed=seed)
 
 

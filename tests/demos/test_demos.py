@@ -1,0 +1,76 @@
+"""Every lesson in demos/ runs in its quick mode and writes its figures.
+
+Each lesson runs as a user runs it (``python demos/NN_name.py``), in a subprocess,
+with ``--quick --out tmp_path``; it must exit 0, write each expected PNG (non-empty,
+a real PNG), and print the line that says what it showed.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# lesson -> (figures it writes, a line its printout must contain)
+LESSONS = {
+    "01_autograd_by_hand": (["01_gradient_is_slope.png"], "largest difference: 0.0e+00"),
+    "02_gradient_check": (["02_error_vs_step.png", "02_broken_backward_caught.png"],
+                          "caught: the gradient check rejected the broken backward"),
+    "03_layernorm_backward": (["03_layernorm_paths.png"], "max |three paths - compact formula|"),
+    "04_attention_backward": (["04_attention_backward.png"], "dq: max |engine - derivation|"),
+    "05_train_tiny_gpt": (["05_training_curves.png"], "An untrained model spreads its probability evenly"),
+    "06_sampling": (["06_next_token_distribution.png"], "--- top-p 0.9 (temperature 1) ---"),
+    "07_attention_maps": (["07_attention_layer0.png", "07_attention_layer1.png", "07_attention_distance.png"],
+                          "mean distance"),
+    "08_what_the_model_learned": (["08_gradient_norms.png", "08_embedding_pca.png"],
+                                  "nearest characters by cosine similarity"),
+}
+
+
+def run_lesson(name, out, *extra):
+    env = dict(os.environ)
+    env["TINYGPT_CACHE"] = str(out.parent / "token-cache")   # never the user's home
+    env["MPLBACKEND"] = "Agg"
+    return subprocess.run([sys.executable, str(ROOT / "demos" / f"{name}.py"), "--quick", "--out", str(out), *extra],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_every_lesson_in_demos_is_tested():
+    on_disk = {p.stem for p in (ROOT / "demos").glob("[0-9][0-9]_*.py")}
+    assert on_disk == set(LESSONS)
+
+
+@pytest.mark.parametrize("name", sorted(LESSONS))
+def test_lesson_runs_in_quick_mode_and_writes_its_figures(name, tmp_path):
+    figures, expected_line = LESSONS[name]
+    out = tmp_path / name
+    result = run_lesson(name, out)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert expected_line in result.stdout, result.stdout[-3000:]
+    for figure in figures:
+        path = out / figure
+        assert path.is_file(), f"{name} did not write {figure}; it wrote {sorted(p.name for p in out.iterdir())}"
+        data = path.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000, f"{figure} is not a real PNG ({len(data)} bytes)"
+
+
+def test_a_lesson_given_a_checkpoint_uses_it_instead_of_training(tmp_path):
+    trained = tmp_path / "05"
+    assert run_lesson("05_train_tiny_gpt", trained, "--steps", "5").returncode == 0
+    result = run_lesson("06_sampling", tmp_path / "06", "--checkpoint", str(trained / "model"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "loading the model of" in result.stdout and "training a small" not in result.stdout
+    assert (tmp_path / "06" / "06_next_token_distribution.png").stat().st_size > 5000
+
+
+def test_device_cuda_without_cupy_or_a_gpu_ends_with_one_line(tmp_path):
+    from tests.conftest import cuda_available
+    if cuda_available():
+        pytest.skip("this machine has a CUDA device: the error path cannot be reached")
+    result = run_lesson("01_autograd_by_hand", tmp_path / "01", "--device", "cuda")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--device cuda is not available here" in lines[0], result.stderr
