@@ -49,7 +49,8 @@ def steps(cfg):
         print(json.dumps({"identical_after_each_step": identical, "allreduce_calls_per_step": per_step,
                           "buckets": len(trainer.world._grad_buckets[1]),
                           "parameters": len(trainer.model.parameters()),
-                          "world_size": summary["world_size"], "step": summary["step"]}), flush=True)
+                          "world_size": summary["world_size"], "step": summary["step"],
+                          "transport": trainer.world.transport_name}), flush=True)
 
 
 def raise_on_rank_1(cfg):

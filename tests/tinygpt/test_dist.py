@@ -272,6 +272,24 @@ def test_two_ranks_hold_identical_weights_after_every_step(corpus, tmp_path):
     assert names == ["best", "latest", "log.jsonl", "loss.png"]
 
 
+@pytest.mark.gpu
+def test_two_ranks_on_two_gpus_all_reduce_with_nccl_and_stay_identical(corpus, tmp_path):
+    backend.use_backend("cupy")
+    try:
+        gpus = backend.xp().cuda.runtime.getDeviceCount()
+    finally:
+        backend.use_backend("numpy")
+    if gpus < 2:
+        pytest.skip(f"needs 2 CUDA devices, found {gpus}")
+    cfg = small_config(corpus, tmp_path / "run", max_iters=5, eval_interval=5, eval_iters=1, bucket_mb=0.01,
+                       device="cuda")
+    result, _ = worker(2, "steps", cfg, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = last_json(result.stdout)
+    assert report["transport"] == "NCCL"
+    assert report["identical_after_each_step"] == [True] * 5
+
+
 def reference_steps(cfg, ranks, steps):
     """One process, batch ranks * B: each step's batch is rank 0's B windows then rank 1's,
     exactly as the ranks draw them; the loop written out with the public API."""
