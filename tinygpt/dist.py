@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import traceback
 
 from autograd import backend
@@ -56,6 +57,7 @@ from autograd import backend
 from .errors import TinyGPTError
 
 DEFAULT_BUCKET_MB = 25.0
+ABORT_GRACE_S = 0.5   # how long a failing rank waits for its error to be printed before MPI Abort
 _INSTALL = "pip install \"tinygpt[mpi]\" (mpi4py and MPICH), or run without mpiexec"
 
 # What MPI launchers put in each process's environment: the number of processes.
@@ -390,18 +392,22 @@ class MPIWorld:
             if isinstance(exc, SystemExit) and not exc.code:
                 raise
             where = f"{program} (rank {self.rank} of {self.size})"
+            report = ""
             if isinstance(exc, KeyboardInterrupt):
                 line, code = f"{where}: stopped by Ctrl-C; ending every rank", 130
             elif isinstance(exc, TinyGPTError):
                 line, code = f"{where}: error: {exc}", 1
             else:
-                traceback.print_exc(file=sys.stderr)
+                report = traceback.format_exc()
                 line, code = f"{where}: {type(exc).__name__}: {exc}; ending every rank", 1
             try:
                 sys.stdout.flush()
             except Exception:
                 pass
-            print(line, file=sys.stderr, flush=True)
+            # one write, then a moment for mpiexec to forward it: Abort tears down the
+            # processes and their output pipes at once
+            os.write(2, (report + line + "\n").encode("utf-8", "replace"))
+            time.sleep(ABORT_GRACE_S)
             self.comm.Abort(code)
 
 
