@@ -408,7 +408,10 @@ class MPIWorld:
             # processes and their output pipes at once
             os.write(2, (report + line + "\n").encode("utf-8", "replace"))
             time.sleep(ABORT_GRACE_S)
-            self.comm.Abort(code)
+            try:
+                self.comm.Abort(code)
+            finally:
+                os._exit(code)   # Abort should not return; if it does (the job is already ending), leave now
 
 
 def quiet_unless_main(world) -> None:
