@@ -56,7 +56,7 @@ def main():
     dL_db = dL_de * A                 # e = a * b      ->  de/db = a
     dL_da_via_e = dL_de * B           # e = a * b      ->  de/da = b   (second path to a)
     dL_da = dL_da_direct + dL_da_via_e  # a reaches L by two paths: their gradients add up
-    print(f"dL/dL = 1")
+    print("dL/dL = 1")
     print(f"dL/dt = a                        = {dL_dt:.6f}")
     print(f"dL/dd = dL/dt * (1 - t^2)        = {dL_dt:.6f} * {1 - t * t:.6f} = {dL_dd:.6f}")
     print(f"dL/dc = dL/dd * 1                = {dL_dc:.6f}")
