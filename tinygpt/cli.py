@@ -126,8 +126,8 @@ def build_parser():
                                    "Ctrl-D or /quit leaves. Works with a pipe on stdin too.")
     _sampling_arguments(p, 150)
 
-    p = sub.add_parser("plot", help="redraw a run's loss and learning-rate figure from its log",
-                       description="Redraw RUN_DIR/loss.png (train and val loss, learning rate) from RUN_DIR/log.jsonl; "
+    p = sub.add_parser("plot", help="redraw a run's loss, learning-rate and gradient-norm figure from its log",
+                       description="Redraw RUN_DIR/loss.png (train and val loss, learning rate, gradient norm) from RUN_DIR/log.jsonl; "
                                    "works on a run in progress too.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by tinygpt train")
 

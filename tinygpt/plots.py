@@ -24,15 +24,21 @@ def read_log(path) -> list[dict]:
 
 
 def plot_training(records, out_path, title="training"):
-    """loss.png: train and val loss against step, and the learning rate below."""
+    """loss.png: train and val loss against step; below it the learning rate, and the
+    gradient norm before clipping (log scale) where the log has it."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
     evals = [r for r in records if r.get("kind") == "eval"]
-    fig = Figure(figsize=(8, 6), dpi=100)
+    norms = [(r["step"], r["grad_norm"]) for r in records if r.get("kind") == "train" and r.get("grad_norm")]
+    fig = Figure(figsize=(8, 7.5 if norms else 6), dpi=100)
     FigureCanvasAgg(fig)
-    ax, ax_lr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    if norms:
+        ax, ax_lr, ax_norm = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1, 1]})
+    else:
+        ax, ax_lr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     if train:
         ax.plot(*zip(*train), color="tab:blue", alpha=0.35, linewidth=1, label="train (per step)")
     if evals:
@@ -49,9 +55,19 @@ def plot_training(records, out_path, title="training"):
     if lrs:
         ax_lr.plot(*zip(*lrs), color="tab:green")
     ax_lr.set_ylabel("learning rate")
-    ax_lr.set_xlabel("step")
     ax_lr.grid(alpha=0.3)
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    bottom = ax_lr
+    if norms:
+        ax_norm.plot(*zip(*norms), color="tab:purple", linewidth=1)
+        ax_norm.set_yscale("log")
+        ax_norm.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))     # 1, 2, 5, 10, 20, ...
+        ax_norm.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax_norm.yaxis.set_minor_formatter(NullFormatter())
+        ax_norm.set_ylabel("gradient norm\n(before clipping)")
+        ax_norm.grid(alpha=0.3)
+        bottom = ax_norm
+    bottom.set_xlabel("step")
     fig.tight_layout()
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.name + f".tmp{os.getpid()}.png")

@@ -105,7 +105,14 @@ def test_plot_redraws_a_runs_figure_from_its_log(tmp_path):
     (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     result = tinygpt("plot", str(run))
     assert result.returncode == 0, result.stderr
-    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    png = (run / "loss.png").read_bytes()
+    assert png[:4] == b"\x89PNG"
+    height = int.from_bytes(png[20:24], "big")                 # IHDR: width, then height
+    # with gradient norms in the log, the figure gains a third panel for them
+    with_norms = [dict(r, grad_norm=3.0 / r["step"]) if r["kind"] == "train" else r for r in records]
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in with_norms))
+    assert tinygpt("plot", str(run)).returncode == 0
+    assert int.from_bytes((run / "loss.png").read_bytes()[20:24], "big") > height
 
 
 def test_plot_without_a_log_is_one_line(tmp_path):
