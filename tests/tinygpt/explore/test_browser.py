@@ -45,7 +45,7 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = BROWSER
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,1450", "--force-device-scale-factor=1"):
+                "--window-size=1400,1640", "--force-device-scale-factor=1"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     try:
@@ -121,11 +121,12 @@ def test_the_page_works_in_a_real_browser(page_server, browser, tmp_path):
     cell = float(browser.find_element(By.ID, "att-canvas").get_attribute("data-cell"))
     corner = browser.execute_script(PIXEL, int(label + (len(expected) - 0.5) * cell), int(label + 0.5 * cell))
     assert corner[:3] == [0xEC, 0xEE, 0xF2]
-    # hovering token 4 shades tokens 0..4 by their weights and greys the future
+    # hovering token k shades tokens 0..k by their weights and greys the future
+    k = len(expected) // 2
     att_chips = browser.find_elements(By.CSS_SELECTOR, "#att-tokens .chip")
-    ActionChains(browser).move_to_element(att_chips[4]).perform()
+    ActionChains(browser).move_to_element(att_chips[k]).perform()
     wait_for(lambda: "rgba(47, 111, 219" in (att_chips[0].get_attribute("style") or ""), "shading on hover")
-    assert "243" in att_chips[6].get_attribute("style")             # #f3f3f3: not visible from token 4
+    assert "243" in att_chips[k + 1].get_attribute("style")         # #f3f3f3: not visible from token k
 
     # gradients: a loss, one saliency chip per input token, a table of norms
     wait_for(lambda: browser.find_element(By.ID, "grad-loss").text.startswith("loss L ="), "the backward pass")
