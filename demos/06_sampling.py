@@ -30,12 +30,6 @@ SETTINGS = [  # (label, temperature, top_k, top_p)
 ]
 
 
-def label(tokenizer, token_id):
-    """A token as a readable tick label: spaces and newlines made visible."""
-    text = tokenizer.token_str(int(token_id))
-    return text.replace(" ", "\u2423").replace("\n", "\\n") or "?"
-
-
 def main():
     p = _common.parser(__file__, "Greedy, temperature, top-k and top-p sampling from one model, side by side.")
     p.add_argument("--checkpoint", default=None, help="a run folder of tinygpt train (default: train a small model here)")
@@ -61,7 +55,7 @@ def main():
         dists[name] = probs
         alive = probs > 0
         entropy = max(0.0, -(probs[alive] * np.log(probs[alive])).sum())   # (no "-0.000")
-        top3 = ", ".join(f"{label(tok, i)} {probs[i]:.2f}" for i in np.argsort(-probs)[:3])
+        top3 = ", ".join(f"{_common.token_label(tok, i)} {probs[i]:.2f}" for i in np.argsort(-probs)[:3])
         print(f"{name:<28}{int(alive.sum()):>12}{entropy:>16.3f}   {top3}")
     print("greedy keeps one token; a low temperature sharpens the distribution (lower entropy), a high one "
           "flattens it;\ntop-k and top-p cut the long tail of unlikely tokens, which is where nonsense comes from.")
@@ -88,7 +82,7 @@ def main():
         ax.legend(loc="upper right", fontsize=8)
         ax.set_title(name + (f"  ({cut} of these cut)" if cut else ""), fontsize=10)
         ax.set_xticks(positions)
-        ax.set_xticklabels([label(tok, i) for i in shown], fontsize=9)
+        ax.set_xticklabels([_common.token_label(tok, i) for i in shown], fontsize=9)
         ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3, axis="y")
     for ax in axes[:, 0]:

@@ -20,12 +20,6 @@ from autograd.backend import np
 COLUMNS = 2  # heads per row in each layer's figure
 
 
-def label(tokenizer, token_id):
-    """A token as a readable tick label: spaces and newlines made visible."""
-    text = tokenizer.token_str(int(token_id))
-    return text.replace(" ", "\u2423").replace("\n", "\\n") or "?"
-
-
 def main():
     p = _common.parser(__file__, "Attention heatmaps of a trained model, per layer and head.")
     p.add_argument("--checkpoint", default=None, help="a run folder of tinygpt train (default: train a small model here)")
@@ -37,7 +31,7 @@ def main():
     model = _common.trained_model(args, out, 30 if args.quick else 300)
     tok = model.tokenizer
     ids = tok.encode(args.text)[:model.config.block_size]
-    labels = [label(tok, i) for i in ids]
+    labels = [_common.token_label(tok, i) for i in ids]
     T = len(ids)
 
     maps = []

@@ -109,3 +109,9 @@ def trained_model(args, out: Path, steps: int):
                       out_stream=lambda line: print("  " + line)).run()
     print(f"  done in {time.time() - t0:.0f} s: validation loss {summary['val_loss']:.3f} nats/character")
     return GPT2.load(run, device=args.device)
+
+
+def token_label(tokenizer, token_id) -> str:
+    """A token as a readable tick label: spaces and newlines made visible."""
+    text = tokenizer.token_str(int(token_id))
+    return text.replace(" ", "\u2423").replace("\n", "\\n") or "?"
