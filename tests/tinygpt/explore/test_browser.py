@@ -14,6 +14,7 @@ import time
 import pytest
 
 from tinygpt import GPT2
+from tinygpt.explore import server as server_module
 from tinygpt.explore.server import Explorer, find_log, make_server
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[browser]')")
@@ -93,7 +94,7 @@ return n;"""
 PIXEL = "const c = document.getElementById('att-canvas'); return Array.from(c.getContext('2d').getImageData(arguments[0], arguments[1], 1, 1).data);"
 
 
-def test_the_page_works_in_a_real_browser(page_server, browser, tmp_path):
+def test_the_page_works_in_a_real_browser(page_server, browser, tmp_path, monkeypatch):
     url, explorer = page_server
     tok = explorer.model.tokenizer
     browser.get(url)
@@ -150,6 +151,28 @@ def test_the_page_works_in_a_real_browser(page_server, browser, tmp_path):
     browser.find_element(By.ID, "generate").click()
     wait_for(lambda: "sampled" in browser.find_element(By.ID, "gen-status").text, "generation to finish")
     assert len(box.get_attribute("value")) > len(wanted)
+
+    # a long generation is stopped by Stop, and the page goes on working. The tiny model samples
+    # 500 tokens in well under a second; paced like GPT-2 124M on a CPU (~20 ms a token), Stop
+    # has time to act.
+    fast = server_module.generate_ids
+
+    def paced(*args, **kwargs):
+        for token in fast(*args, **kwargs):
+            time.sleep(0.02)
+            yield token
+    monkeypatch.setattr(server_module, "generate_ids", paced)
+    count.clear()
+    count.send_keys("500")
+    browser.find_element(By.ID, "generate").click()
+    wait_for(lambda: browser.find_element(By.ID, "gen-status").text.startswith(("1", "2", "3", "4", "5", "6", "7",
+                                                                              "8", "9")), "the first tokens")
+    browser.find_element(By.ID, "stop").click()
+    status = wait_for(lambda: (t := browser.find_element(By.ID, "gen-status").text).startswith("stopped after") and t,
+                      "the Stop button to end sampling")
+    assert int(status.split()[2]) < 500
+    assert browser.find_element(By.ID, "generate").is_enabled()
+    monkeypatch.undo()
 
     # put the page back on the typed prompt for the picture, then take it
     box.clear()
