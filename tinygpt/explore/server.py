@@ -205,6 +205,24 @@ class Explorer:
                 "grad_norm": [[r["step"], r["grad_norm"]] for r in train if _finite(r.get("grad_norm"))]}
 
 
+def _dumps(obj) -> str:
+    """JSON text; NaN and infinities (a diverged model) become null, which browsers can parse."""
+    try:
+        return json.dumps(obj, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite_only(obj), allow_nan=False)
+
+
+def _finite_only(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_only(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_only(v) for v in obj]
+    return obj
+
+
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -282,7 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def _json(self, obj, status=HTTPStatus.OK):
-        self._send(status, json.dumps(obj).encode(), "application/json")
+        self._send(status, _dumps(obj).encode(), "application/json")
 
     def _error(self, status, message):
         self._json({"error": message}, status)
@@ -339,11 +357,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
+        def send(item):
+            data = (_dumps(item) + "\n").encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
         try:
-            for item in lines:
-                data = (json.dumps(item) + "\n").encode()
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
+            try:
+                for item in lines:
+                    send(item)
+            except (BrokenPipeError, ConnectionResetError):
+                raise
+            except Exception as exc:   # the status line is sent already: the error goes in the stream
+                send({"error": f"{type(exc).__name__}: {exc}", "done": True})
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):   # the page pressed Stop: sampling ends here
             self.close_connection = True

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -343,3 +344,41 @@ def test_gpt2_bpe_tokens_show_their_text_and_ids():
     assert explorer.info()["tokenizer"] == "gpt2"
     candidates = explorer.next_token({"text": "Hello world", "show": 5})["candidates"]
     assert len(candidates) == 5 and all(isinstance(c["text"], str) for c in candidates)
+
+
+def strict_json(raw: bytes):
+    """json.loads that refuses NaN and Infinity, as a browser's JSON.parse does."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(raw, parse_constant=refuse)
+
+
+def test_a_diverged_model_still_gets_valid_json(run_dir):
+    model = GPT2.load(run_dir)
+    model.transformer.ln_f.weight.data[...] = np.nan                       # every logit NaN
+    httpd = server_module.make_server(server_module.Explorer(model, source="nan"), "127.0.0.1", 0, quiet=True)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        for path in ("/api/next", "/api/gradients", "/api/attention"):
+            request = urllib.request.Request(base + path, data=json.dumps({"text": "ROMEO"}).encode())
+            with urllib.request.urlopen(request, timeout=30) as r:
+                answer = strict_json(r.read())
+            assert r.status == 200
+        assert answer["weights"]                                           # attention comes before ln_f
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_an_error_during_generation_ends_the_stream_with_it(server, monkeypatch):
+    base, _ = server
+
+    def failing(*args, **kwargs):
+        yield 1
+        raise RuntimeError("the model broke")
+    monkeypatch.setattr(server_module, "generate_ids", failing)
+    lines = stream(base, {"text": "ROMEO", "max_new_tokens": 5})
+    assert lines[0]["id"] == 1 and lines[-1] == {"error": "RuntimeError: the model broke", "done": True}
+    monkeypatch.undo()
+    assert ok(base, "/api/tokens", {"text": "still here"})["tokens"]
