@@ -121,6 +121,7 @@ async function generate() {
       while ((newline = pending.indexOf("\n")) >= 0) {
         const item = JSON.parse(pending.slice(0, newline));
         pending = pending.slice(newline + 1);
+        if (item.error) throw new Error(item.error);
         if (item.text) $("prompt").value += item.text;
         if (!item.done) count += 1;
         $("gen-status").textContent = `${count} token${count === 1 ? "" : "s"}`;
@@ -223,7 +224,10 @@ function refreshAttention(prompt) {
 // ---------------------------------------------------------------- gradients
 
 function drawGradients(data) {
-  $("grad-loss").textContent = `loss L = ${data.loss.toFixed(4)} (mean cross-entropy of predicting tokens 1…${data.tokens.length - 1} ` +
+  // a diverged model sends null for what is not a finite number
+  const loss = data.loss === null ? "not finite" : data.loss.toFixed(4);
+  data.saliency = data.saliency.map((v) => v || 0);
+  $("grad-loss").textContent = `loss L = ${loss} (mean cross-entropy of predicting tokens 1…${data.tokens.length - 1} ` +
     `from the ones before), then one backward pass through every kernel`;
   const top = Math.max(...data.saliency, 1e-30);
   const chips = data.tokens.slice(0, -1).map((t, i) => {
@@ -236,11 +240,13 @@ function drawGradients(data) {
   const groups = [];
   for (const layer of data.layers) for (const g of Object.keys(layer.groups)) if (!groups.includes(g)) groups.push(g);
   const all = data.layers.flatMap((l) => Object.values(l.groups)).filter((v) => v > 0);
+  if (!all.length) all.push(1);
   const logMax = Math.log10(Math.max(...all)), logMin = Math.log10(Math.min(...all));
   const head = `<tr><th></th>${groups.map((g) => `<th>${escapeHtml(g).replace(".", ".<br>")}</th>`).join("")}</tr>`;
   const rows = data.layers.map((layer) => `<tr><th>${escapeHtml(layer.name)}</th>` + groups.map((g) => {
     const v = layer.groups[g];
     if (v === undefined) return `<td class="empty"></td>`;
+    if (v === null) return `<td>not finite</td>`;
     const a = v > 0 && logMax > logMin ? (Math.log10(v) - logMin) / (logMax - logMin) : 0;
     return `<td style="background: rgba(47, 111, 219, ${(0.05 + 0.6 * a).toFixed(3)})">${v.toExponential(1)}</td>`;
   }).join("") + "</tr>");
