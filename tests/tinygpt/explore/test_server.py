@@ -382,3 +382,25 @@ def test_an_error_during_generation_ends_the_stream_with_it(server, monkeypatch)
     assert lines[0]["id"] == 1 and lines[-1] == {"error": "RuntimeError: the model broke", "done": True}
     monkeypatch.undo()
     assert ok(base, "/api/tokens", {"text": "still here"})["tokens"]
+
+
+def test_the_command_serves_pretrained_weights_in_hugging_face_format(tmp_path):
+    from tinygpt import GPTConfig
+    from tinygpt.hf import export
+    from tinygpt.tokenizer import GPT2Tokenizer
+
+    folder = export(GPT2(GPTConfig(vocab_size=50257, block_size=16, n_layer=1, n_head=2, n_embd=8),
+                         tokenizer=GPT2Tokenizer()), tmp_path / "hf")
+    port = free_port()
+    proc = start(["--pretrained", str(folder), "--port", str(port)])
+    try:
+        assert f"http://127.0.0.1:{port}/" in proc.stdout.readline()
+        base = f"http://127.0.0.1:{port}"
+        info = json.loads(get(base, "/api/info")[2])
+        assert (info["tokenizer"], info["n_embd"], info["has_log"]) == ("gpt2", 8, False)
+        assert json.loads(get(base, "/api/training")[2])["available"] is False
+        assert [t["id"] for t in ok(base, "/api/tokens", {"text": "Hello world"})["tokens"]] == [15496, 995]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
