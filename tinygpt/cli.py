@@ -45,11 +45,8 @@ def _nonneg_float(text):
 
 
 def _port(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
-    if not 0 < value < 65536:
+    value = _positive_int(text)
+    if value > 65535:
         raise argparse.ArgumentTypeError(f"must be from 1 to 65535, got {value}")
     return value
 

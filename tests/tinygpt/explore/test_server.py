@@ -404,3 +404,12 @@ def test_the_command_serves_pretrained_weights_in_hugging_face_format(tmp_path):
         assert proc.wait(timeout=20) == 0
     finally:
         proc.kill()
+
+
+@pytest.mark.parametrize("port,message", [("99999", "must be from 1 to 65535"), ("0", "must be at least 1"),
+                                          ("http", "invalid integer")])
+def test_a_bad_port_is_one_line(port, message):
+    result = subprocess.run([sys.executable, "-m", "tinygpt", "explore", "--port", port],
+                            capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0]
