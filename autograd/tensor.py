@@ -33,9 +33,16 @@ class Tensor:
     """An n-dimensional array that can record how it was computed.
 
     ``Tensor(data)`` copies nothing when ``data`` is already an array of the active
-    backend and of the wanted dtype. Floating data becomes float32 unless ``dtype``
-    says otherwise (``dtype="float64"`` for gradient checks); integer and boolean data
-    keep their type (token ids, masks).
+    backend and of the wanted dtype. Which dtype, when ``dtype`` is not given (PyTorch's
+    convention: ``torch.tensor`` and ``torch.from_numpy`` behave the same way):
+
+      * an array (NumPy or CuPy, or a NumPy scalar such as ``np.float64(2.0)``) keeps its
+        dtype: a float64 array stays float64, a float32 one float32;
+      * Python numbers and (nested) lists or tuples of them: floats become float32
+        (NumPy alone would make them float64), integers and booleans keep their kind;
+      * ``dtype="float64"`` (or any dtype) converts whatever was given.
+
+    So ``Tensor(np.array([2.0]))`` is float64 and ``Tensor([2.0])`` is float32.
     """
 
     __array_priority__ = 1000  # so that ndarray (op) Tensor defers to Tensor's operators
@@ -48,9 +55,10 @@ class Tensor:
             array = data  # produced by an op: already an array of the right dtype
         else:
             want = _resolve_dtype(dtype)
+            is_array = hasattr(data, "dtype")              # NumPy/CuPy arrays and NumPy scalars
             array = backend.asarray(data)
-            if want is None and array.dtype.kind == "f" and array.dtype != xp.float32:
-                want = xp.dtype("float32")
+            if want is None and not is_array and array.dtype.kind == "f" and array.dtype != xp.float32:
+                want = xp.dtype("float32")                 # Python floats: float32, as torch.tensor
             if want is not None and array.dtype != want:
                 array = array.astype(want)
         self.data = array

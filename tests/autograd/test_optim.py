@@ -10,7 +10,7 @@ from tests.helpers import torch_or_skip
 
 def _params(seed=0):
     rng = np.random.default_rng(seed)
-    return [Tensor(rng.standard_normal(s), requires_grad=True) for s in ((4, 3), (3,), (2, 2, 2))]
+    return [Tensor(rng.standard_normal(s), dtype="float32", requires_grad=True) for s in ((4, 3), (3,), (2, 2, 2))]
 
 
 def _grads(step, shapes):
