@@ -56,11 +56,20 @@ def next_token_distribution(logits, temperature=1.0, top_k=None, top_p=None):
     return probs
 
 
+def no_tokenizer_error(model) -> TinyGPTError:
+    """What to say when text is asked of a model without a tokenizer."""
+    return TinyGPTError(
+        f"this model has no tokenizer to turn text into tokens and back (its vocabulary of "
+        f"{model.config.vocab_size} is not GPT-2's 50257): pass one, GPT2(config, tokenizer=...) or "
+        "model.tokenizer = ..., e.g. tinygpt.tokenizer.CharTokenizer.from_text(your_text) for characters; "
+        "or give the prompt as a list of token ids to generate_ids")
+
+
 def _start_ids(model, prompt):
     tok = model.tokenizer
     if isinstance(prompt, str):
         if tok is None:
-            raise TinyGPTError("this model has no tokenizer: pass token ids, or load it from a checkpoint")
+            raise no_tokenizer_error(model)
         ids = tok.encode(prompt)
     else:
         ids = [int(i) for i in prompt]
@@ -124,7 +133,7 @@ def generate_ids(model, prompt, max_new_tokens=100, temperature=0.8, top_k=None,
 def stream_text(model, prompt, **kwargs):
     """Yield pieces of text as tokens are sampled (UTF-8 characters never split)."""
     if model.tokenizer is None:
-        raise TinyGPTError("this model has no tokenizer to turn tokens into text")
+        raise no_tokenizer_error(model)
     decoder = StreamDecoder(model.tokenizer)
     eot = model.tokenizer.eot_id
     for token in generate_ids(model, prompt, **kwargs):

@@ -185,7 +185,6 @@ def _read_weights(folder: Path):
 def from_pretrained(name_or_path, device=None):
     """A GPT2 with the weights of a Hugging Face GPT-2 checkpoint (see the module docstring)."""
     from .model import GPT2
-    from .tokenizer import GPT2Tokenizer
 
     if device is not None:
         backend.use_backend(device)
@@ -195,7 +194,7 @@ def from_pretrained(name_or_path, device=None):
     except (OSError, json.JSONDecodeError) as exc:
         raise TinyGPTError(f"cannot read {folder / 'config.json'}: {exc}") from None
     config = config_from_hf(hf_config)
-    model = GPT2(config, tokenizer=GPT2Tokenizer() if config.vocab_size == GPT2_VOCAB else None, init=False)
+    model = GPT2(config, init=False)   # GPT-2's vocabulary gets GPT-2's tokenizer
     params = dict(model.named_parameters())
     loaded = set()
     for hf_name, value in _read_weights(folder):

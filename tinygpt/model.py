@@ -30,8 +30,9 @@ import math
 from autograd import Tensor, backend, nn
 from autograd import functional as F
 
-from .config import GPTConfig
+from .config import GPT2_VOCAB, GPTConfig
 from .errors import TinyGPTError
+from .tokenizer import GPT2Tokenizer
 
 
 def _normal(shape, std):
@@ -131,10 +132,17 @@ class GPT2(nn.Module):
     ``GPT2.load(run_dir)`` reads a checkpoint written by ``tinygpt train``."""
 
     def __init__(self, config: GPTConfig | None = None, tokenizer=None, init=True):
-        """``init=False`` leaves the weights uninitialised, for a model whose weights are
+        """``tokenizer`` turns text into token ids and back (see tinygpt/tokenizer.py); left
+        out, a model with GPT-2's vocabulary of 50257 gets GPT-2's BPE (shipped with the
+        package), so ``GPT2().generate("Once upon a time", max_length=100)`` works as it
+        is; a model with another vocabulary then has none, and ``generate`` asks for one.
+
+        ``init=False`` leaves the weights uninitialised, for a model whose weights are
         loaded next (a checkpoint, pretrained weights): it saves the random draws."""
         config = config or GPTConfig()
         self.config = config
+        if tokenizer is None and config.vocab_size == GPT2_VOCAB:
+            tokenizer = GPT2Tokenizer()
         self.tokenizer = tokenizer
         self.transformer = Transformer(config, init)
         if init:

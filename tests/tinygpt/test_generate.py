@@ -89,3 +89,23 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 def test_bad_sampling_settings_are_clear_errors():
     with pytest.raises(TinyGPTError, match="bad sampling settings"):
         next_token_distribution(np.zeros(3), -1.0)
+
+
+def test_the_original_readme_api_returns_text_from_an_untrained_gpt2():
+    # the README tinygpt grew from: model = GPT2(); model.generate("Once upon a time", max_length=100)
+    from tinygpt import GPT2
+    model = GPT2()
+    assert model.config.vocab_size == 50257 and model.tokenizer.kind == "gpt2"
+    out = model.generate("Once upon a time", max_length=100)
+    assert isinstance(out, str) and out.startswith("Once upon a time")
+    assert len(model.tokenizer.encode(out[len("Once upon a time"):])) <= 100 + 2   # BPE may re-merge at the seam
+
+
+def test_a_model_with_another_vocabulary_and_no_tokenizer_says_how_to_pass_one():
+    from tinygpt import GPT2, GPTConfig, TinyGPTError
+    model = GPT2(GPTConfig(vocab_size=65, block_size=16, n_layer=1, n_head=2, n_embd=8))
+    assert model.tokenizer is None
+    with pytest.raises(TinyGPTError, match=r"no tokenizer .*vocabulary of 65.*GPT2\(config, tokenizer=\.\.\.\)"):
+        model.generate("Once upon a time", max_length=5)
+    model.tokenizer = CharTokenizer([chr(32 + i) for i in range(65)])   # 65 characters for 65 ids
+    assert model.generate("Once upon a time", max_length=5).startswith("Once upon a time")
