@@ -26,6 +26,8 @@ import os
 
 import numpy as np
 
+from .install import install_hint
+
 __all__ = [
     "BackendUnavailable", "use_backend", "xp", "name", "is_cuda", "to_numpy", "asarray",
     "seed", "rng", "get_rng_state", "set_rng_state", "scatter_add_rows", "index_add", "device_info",
@@ -37,7 +39,11 @@ class BackendUnavailable(RuntimeError):
     """The requested array backend cannot be used on this machine."""
 
 
-_CUDA_FIX = 'install CuPy for your CUDA version: pip install "tinygpt[cuda]" (CUDA 12) or "tinygpt[cuda13]" (CUDA 13)'
+
+
+def _cuda_fix() -> str:
+    return (f"install CuPy for your CUDA version: {install_hint('cuda')} (CUDA 12) or "
+            f"{install_hint('cuda13')} (CUDA 13)")
 
 _ALIASES = {"numpy": "numpy", "cpu": "numpy", "cupy": "cupy", "cuda": "cupy", "gpu": "cupy"}
 
@@ -50,7 +56,7 @@ def _load_cupy():
         import cupy  # noqa: F401  (the one place CuPy is imported)
     except Exception as exc:  # ImportError, or a broken CUDA runtime raising at import
         raise BackendUnavailable(
-            f"CuPy is not installed or failed to import ({type(exc).__name__}: {exc}); {_CUDA_FIX}"
+            f"CuPy is not installed or failed to import ({type(exc).__name__}: {exc}); {_cuda_fix()}"
         ) from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()

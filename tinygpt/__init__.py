@@ -10,10 +10,22 @@
 """
 import autograd as _autograd
 
+
+
+def _reinstall_hint() -> str:
+    """install_hint() of tinygpt's engine when its file can still be reached (it may share the
+    folder with the other package's files), else both forms."""
+    try:
+        from autograd.install import install_hint
+    except ImportError:
+        return 'pip install tinygpt (from a source checkout: pip install -e ".")'
+    return install_hint()
+
+
 if not getattr(_autograd, "TINYGPT_ENGINE", False):
     raise ImportError(
         f"another package named autograd ({getattr(_autograd, '__file__', '?')}) shadows tinygpt's engine; "
-        "use a fresh virtual environment: python3 -m venv .venv && . .venv/bin/activate && pip install -e .")
+        f"use a fresh virtual environment: python3 -m venv .venv && . .venv/bin/activate && {_reinstall_hint()}")
 
 from .config import PRESETS, GPTConfig, TrainConfig, preset  # noqa: E402
 from .errors import TinyGPTError  # noqa: E402

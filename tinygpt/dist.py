@@ -42,7 +42,7 @@ rank) and calls ``MPI.COMM_WORLD.Abort``, which ends every rank of the job at on
 
 One process (not started by an MPI launcher, or started as a single rank): ``init()``
 returns a ``LocalWorld`` of size 1 whose every method is a no-op, and mpi4py is not
-imported at all (it is an optional extra: ``pip install "tinygpt[mpi]"``).
+imported at all (it is an optional extra, ``mpi``).
 """
 from __future__ import annotations
 
@@ -53,12 +53,12 @@ import time
 import traceback
 
 from autograd import backend
+from autograd.install import install_hint
 
 from .errors import TinyGPTError
 
 DEFAULT_BUCKET_MB = 25.0
 ABORT_GRACE_S = 0.5   # how long a failing rank waits for its error to be printed before MPI Abort
-_INSTALL = "pip install \"tinygpt[mpi]\" (mpi4py and MPICH), or run without mpiexec"
 
 # What MPI launchers put in each process's environment: the number of processes.
 # (MPICH's and Intel MPI's hydra: PMI_SIZE; Open MPI: OMPI_COMM_WORLD_SIZE; MVAPICH2.)
@@ -90,7 +90,8 @@ def init(bucket_mb: float = DEFAULT_BUCKET_MB, environ=None):
         from mpi4py import MPI
     except ImportError as exc:
         started = f"{size} processes" if size else "several processes"
-        raise TinyGPTError(f"mpiexec started {started}, but mpi4py cannot be imported ({exc}); {_INSTALL}") from None
+        raise TinyGPTError(f"mpiexec started {started}, but mpi4py cannot be imported ({exc}); "
+                           f"{install_hint('mpi')} (mpi4py and MPICH), or run without mpiexec") from None
     comm = MPI.COMM_WORLD
     if comm.Get_size() == 1:
         if size > 1:  # every process initialised MPI alone: the launcher is another MPI's
@@ -98,7 +99,7 @@ def init(bucket_mb: float = DEFAULT_BUCKET_MB, environ=None):
             raise TinyGPTError(
                 f"the launcher started {size} processes but MPI sees only one: the mpiexec used belongs to a "
                 f"different MPI than mpi4py's ({library}); use the mpiexec installed with it "
-                "(after pip install \"tinygpt[mpi]\", the one in the virtual environment)")
+                f"(after {install_hint('mpi')}, the one in the virtual environment)")
         return LocalWorld()
     return MPIWorld(comm, MPI, bucket_mb)
 

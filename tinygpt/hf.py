@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 from autograd import backend
+from autograd.install import install_hint
 
 from .config import GPT2_VOCAB, GPTConfig
 from .errors import TinyGPTError
@@ -155,7 +156,7 @@ def resolve(name_or_path) -> Path:
                 last_error = exc
         reason = f"the download failed ({type(last_error).__name__})"
     else:
-        reason = "huggingface_hub is not installed (pip install \"tinygpt[hf]\") or HF_HUB_OFFLINE is set"
+        reason = f"huggingface_hub is not installed ({install_hint('hf')}) or HF_HUB_OFFLINE is set"
     cache = _hub_cache_dirs()[-1]
     raise TinyGPTError(f"no weights for {name!r}: not a folder, not in the Hugging Face cache, and {reason}; put "
                        f"config.json and model.safetensors in a folder and pass its path, or place the cache "
