@@ -168,6 +168,43 @@ def load_optimizer(folder, model, optimizer, state: dict, arrays=None):
             optimizer.state[id(p)] = entry
 
 
+# ----------------------------------------------------------------------------- run folders
+RUN_ENTRIES = ("latest", "best", "log.jsonl", "loss.png")   # what tinygpt train writes in a run folder
+
+
+def _run_paths(out: Path):
+    """Every path of ``out`` that belongs to a run, leftovers of interrupted writes included."""
+    if not out.is_dir():
+        return []
+    return [p for p in out.iterdir()
+            if p.name in RUN_ENTRIES or p.name.startswith(("latest.", "best.", "loss.png."))]
+
+
+def describe_run(out) -> str | None:
+    """How far the run in folder ``out`` got ("step 300, val loss 5.6777"), or None when
+    the folder holds no run (it does not exist, is empty, or holds other files only)."""
+    out = Path(out)
+    if not _run_paths(out):
+        return None
+    for name in ("latest", "latest.old", "best", "best.old"):
+        try:
+            state = json.loads((out / name / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        val = state.get("val_loss")
+        return f"step {state.get('step', '?')}" + (f", val loss {val:.4f}" if isinstance(val, float) else "")
+    return "a log but no checkpoint"
+
+
+def clear_run(out) -> None:
+    """Delete the run in ``out`` (checkpoints, log, plot); other files stay."""
+    for p in _run_paths(Path(out)):
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
 def save_model(model, folder):
     """Just the weights, config and tokenizer (what ``GPT2.load`` needs)."""
     save_checkpoint(folder, model, {"step": getattr(model, "checkpoint_state", {}).get("step", 0)})

@@ -87,11 +87,17 @@ def _train_arguments(parser):
         parser.add_argument(flag, dest=f.name, **kwargs)
 
 
-def _sampling_arguments(parser, max_new_tokens):
-    parser.add_argument("--checkpoint", default=DEFAULT_RUN,
+def _model_arguments(parser):
+    """--checkpoint or --pretrained: which model generate, chat and explore use."""
+    parser.add_argument("--checkpoint", default=None,
                         help=f"a run folder written by tinygpt train (default: {DEFAULT_RUN})")
     parser.add_argument("--pretrained", metavar="NAME_OR_PATH", default=None,
-                        help="use GPT-2 weights instead: gpt2, gpt2-medium, ..., or a Hugging Face folder")
+                        help="use GPT-2 weights instead: gpt2, gpt2-medium, ..., or a Hugging Face folder "
+                             "(not with --checkpoint)")
+
+
+def _sampling_arguments(parser, max_new_tokens):
+    _model_arguments(parser)
     parser.add_argument("--max-new-tokens", type=_positive_int, default=max_new_tokens,
                         help=f"tokens to generate (default: {max_new_tokens})")
     parser.add_argument("--temperature", type=_nonneg_float, default=0.8,
@@ -132,15 +138,15 @@ def build_parser():
                        description="Serve a page (on this machine only, by default) that shows a model's tokens, "
                                    "next-token probabilities with temperature/top-k/top-p, sampling, attention "
                                    "weights, the gradients of one backward pass, and the training curves of a "
-                                   "run in progress. Open the printed URL in a browser; Ctrl-C stops.")
-    p.add_argument("--checkpoint", default=DEFAULT_RUN,
-                   help=f"a run folder written by tinygpt train (default: {DEFAULT_RUN})")
-    p.add_argument("--pretrained", metavar="NAME_OR_PATH", default=None,
-                   help="use GPT-2 weights instead: gpt2, gpt2-medium, ..., or a Hugging Face folder")
+                                   "run in progress. It prints its URL: open it in a browser (or pass --open); "
+                                   "Ctrl-C stops.")
+    _model_arguments(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; anything else "
                         "exposes the page, which has no login, to the network)")
     p.add_argument("--port", type=_port, default=8000, help="port to listen on (default: 8000)")
+    p.add_argument("--open", action="store_true",
+                   help="also open the page in a web browser (by default the URL is printed, nothing is opened)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu or cuda (default: cpu)")
 
     p = sub.add_parser("export-hf", help="write a run's weights in Hugging Face's GPT-2 format",
@@ -169,10 +175,16 @@ def _cmd_train(args):
 
 
 def _load(args):
+    """The model of --checkpoint (default: the run of tinygpt train) or of --pretrained."""
     from autograd import BackendUnavailable
 
     from .errors import TinyGPTError
     from .model import GPT2
+    if args.pretrained and args.checkpoint:
+        raise TinyGPTError(f"--checkpoint {args.checkpoint} and --pretrained {args.pretrained} name two different "
+                           "models: give one of them")
+    if not args.pretrained:
+        args.checkpoint = args.checkpoint or DEFAULT_RUN
     try:
         if args.pretrained:
             return GPT2.from_pretrained(args.pretrained, device=args.device)
@@ -230,7 +242,7 @@ def _cmd_explore(args):
         explorer = Explorer(model, source=args.pretrained)
     else:
         explorer = Explorer(model, source=args.checkpoint, log_path=find_log(args.checkpoint))
-    serve(explorer, args.host, args.port)
+    serve(explorer, args.host, args.port, open_browser=args.open)
     return 0
 
 

@@ -106,7 +106,8 @@ class TrainConfig:
     dtype: str = field(default="float32", metadata={"help": "float32, or float64 (slow; for exactness checks)"})
     bucket_mb: float = field(default=25.0, metadata={"help": "under mpiexec: gradients are all-reduced in buffers of about this many MB"})
     resume: bool = field(default=False, metadata={"help": "continue the run saved in --out"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    overwrite: bool = field(default=False, metadata={"help": "replace the run already in --out (its checkpoints, log and plot are deleted); without it, training into a folder that holds a run is refused"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar (on a terminal; when stderr is a file or a pipe, a plain line every tenth of the run instead)"})
 
     def to_dict(self) -> dict:
         return asdict(self)

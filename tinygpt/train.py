@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import fields
@@ -44,7 +45,8 @@ from pathlib import Path
 from autograd import BackendUnavailable, backend, no_grad, optim
 
 from . import dist
-from .checkpoint import load_optimizer, read_arrays, read_state, resolve_checkpoint, save_checkpoint
+from .checkpoint import (clear_run, describe_run, load_optimizer, read_arrays, read_state, resolve_checkpoint,
+                         save_checkpoint)
 from .config import GPTConfig, TrainConfig, preset
 from .data import TokenData, load_corpus, stream_seed
 from .errors import TinyGPTError
@@ -81,6 +83,22 @@ def _validate(cfg: TrainConfig):
         raise TinyGPTError(f"--dtype must be float32 or float64, got {cfg.dtype!r}")
     if not cfg.bucket_mb > 0:
         raise TinyGPTError(f"--bucket-mb must be positive, got {cfg.bucket_mb}")
+
+
+# flags that shape the model: a resumed run keeps its saved model, so they cannot apply
+_MODEL_FLAGS = ("preset", "n_layer", "n_head", "n_embd", "block_size", "tokenizer", "dropout", "init_from")
+
+
+def _refuse_changes_on_resume(cfg: TrainConfig, explicit: set, saved: TrainConfig):
+    """--resume keeps the saved model: a flag that would change it is refused (the same
+    value as the saved run's is fine: the original command with --resume added works)."""
+    if cfg.overwrite:
+        raise TinyGPTError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+    changed = [f"--{name.replace('_', '-')} {getattr(cfg, name)} (the run has {getattr(saved, name)})"
+               for name in _MODEL_FLAGS if name in explicit and getattr(cfg, name) != getattr(saved, name)]
+    if changed:
+        raise TinyGPTError(f"--resume continues the saved model as it is, so {', '.join(changed)} cannot change it; "
+                           "drop them, or start a new run in another folder with --out DIR")
 
 
 def explicit_fields(cfg: TrainConfig) -> set:
@@ -129,6 +147,7 @@ class Trainer:
                 resume_state = read_state(self.latest)
             resume_state = world.broadcast_object(resume_state)
             saved = TrainConfig.from_dict(resume_state["train_config"])
+            _refuse_changes_on_resume(cfg, self.explicit, saved)
             for name in self.explicit:
                 setattr(saved, name, getattr(cfg, name))
             saved.resume, saved.out = True, str(out)
@@ -137,13 +156,20 @@ class Trainer:
         text, name = load_corpus(cfg.data)
         self.out = Path(cfg.out) if cfg.out else Path("runs") / name
         cfg.out = str(self.out)
+        if main and not cfg.resume:   # never train over a run without being told to
+            held = describe_run(self.out)
+            if held is not None and not cfg.overwrite:
+                raise TinyGPTError(
+                    f"{self.out} already holds a run ({held}); continue it with --resume (and a larger "
+                    f"--max-iters to train further), train into another folder with --out DIR, or replace "
+                    f"it with --overwrite")
         pretrained = None
         if main:  # the other ranks receive the model's shape and tokenizer from rank 0, just below
             if resume_state is not None:
                 tokenizer = tokenizer_from_dict(resume_state["tokenizer"])
                 mcfg = GPTConfig.from_dict(resume_state["model_config"])
             elif cfg.init_from:
-                pretrained = self._pretrained(cfg)
+                pretrained = self._pretrained(cfg, self.explicit)
                 tokenizer, mcfg = pretrained.tokenizer, pretrained.config
             else:
                 tokenizer = make_tokenizer(cfg.tokenizer, text)
@@ -188,11 +214,16 @@ class Trainer:
             self.step = int(resume_state["step"])
             self.best_val = float(resume_state.get("best_val_loss", math.inf))
             self._restore_streams(resume_state)
+            val = resume_state.get("val_loss")
+            target = (f"towards --max-iters {cfg.max_iters}" if cfg.max_iters > self.step else
+                      f"but --max-iters is {cfg.max_iters}: nothing to train (pass a larger --max-iters)")
+            self.print(f"resuming {self.out} from step {self.step}"
+                       + (f" (val loss {val:.4f})" if isinstance(val, float) else "") + f" {target}")
             if main:  # drop log lines written after the checkpoint (a run that went on and died)
                 kept = [r for r in read_log(self.log_path) if r.get("step", 0) <= self.step]
                 self.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        elif main and self.log_path.exists():
-            self.log_path.unlink()
+        elif main and cfg.overwrite:
+            clear_run(self.out)    # the whole old run goes: best/, latest/, log and plot are all the new run's
         world.broadcast_arrays([p.data for p in self.model.parameters()])   # rank 0's weights everywhere
         self.last_good_step = self.step if resume_state is not None else None
 
@@ -234,7 +265,7 @@ class Trainer:
                    "same weights and optimizer state, new random batch streams")
 
     @staticmethod
-    def _pretrained(cfg):
+    def _pretrained(cfg, explicit):
         """GPT-2 weights to fine-tune, with the context cropped to --block-size if asked."""
         from dataclasses import replace
 
@@ -242,8 +273,9 @@ class Trainer:
         if cfg.tokenizer != "gpt2":
             raise TinyGPTError("--init-from needs GPT-2's tokenizer (--tokenizer gpt2): the weights are "
                                "tied to its 50257 token ids")
-        if cfg.n_layer or cfg.n_head or cfg.n_embd:
-            raise TinyGPTError("--init-from takes the model's shape from the weights; drop --n-layer/--n-head/--n-embd")
+        if cfg.n_layer or cfg.n_head or cfg.n_embd or "preset" in explicit:
+            raise TinyGPTError("--init-from takes the model's shape from the weights; drop "
+                               "--preset/--n-layer/--n-head/--n-embd")
         pretrained = from_pretrained(cfg.init_from)
         if pretrained.tokenizer is None:
             raise TinyGPTError(f"{cfg.init_from} has a vocabulary of {pretrained.config.vocab_size}, not GPT-2's "
@@ -443,9 +475,34 @@ def _silent(*_):
     pass
 
 
+class _ProgressLines:
+    """The progress bar's stand-in when stderr is a file or a pipe: no carriage-return
+    frames, a plain line every tenth of the run (and at its last step)."""
+
+    def __init__(self, total, start, stream):
+        self.total, self.step, self.stream = total, start, stream
+        self.every = max(1, (total - start) // 10)
+        self.postfix = ""
+
+    def set_postfix_str(self, text):
+        self.postfix = text
+
+    def update(self, n=1):
+        self.step += n
+        if self.step % self.every == 0 or self.step == self.total:
+            self.stream.write(f"step {self.step}/{self.total}: {self.postfix}\n")
+            self.stream.flush()
+
+    def close(self):
+        pass
+
+
 def _progress(cfg, start):
+    """A tqdm bar on a terminal; plain periodic lines when stderr goes to a file or a pipe."""
     if not cfg.progress:
         return None
+    if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+        return _ProgressLines(cfg.max_iters, start, sys.stderr)
     from tqdm import tqdm
     return tqdm(total=cfg.max_iters, initial=start, unit="step", dynamic_ncols=True, leave=True)
 

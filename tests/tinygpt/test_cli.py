@@ -73,7 +73,7 @@ def test_asking_for_cuda_without_cupy_is_one_line(tmp_path):
         pytest.skip("CuPy is installed here")
     except ImportError:
         pass
-    assert_one_line_error(tinygpt("train", "--device", "cuda", cwd=tmp_path), "CuPy", "tinygpt[cuda]")
+    assert_one_line_error(tinygpt("train", "--device", "cuda", cwd=tmp_path), "CuPy", '[cuda]" (CUDA 12)')
 
 
 def test_help_explains_every_command():
@@ -117,3 +117,10 @@ def test_plot_redraws_a_runs_figure_from_its_log(tmp_path):
 
 def test_plot_without_a_log_is_one_line(tmp_path):
     assert_one_line_error(tinygpt("plot", str(tmp_path)), "no training log")
+
+
+@pytest.mark.parametrize("command", ["generate", "chat", "explore"])
+def test_checkpoint_and_pretrained_together_are_refused(command, tmp_path):
+    # before, --pretrained silently won
+    result = tinygpt(command, "--checkpoint", str(tmp_path), "--pretrained", "gpt2", cwd=tmp_path)
+    assert_one_line_error(result, "--checkpoint", "--pretrained", "give one of them")

@@ -112,7 +112,7 @@ def test_the_local_world_leaves_gradients_and_loss_as_they_are(no_launcher):
 def test_a_launcher_without_mpi4py_is_a_one_line_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)   # import mpi4py now fails
     with pytest.raises(TinyGPTError, match=r"mpiexec started 2 processes, but mpi4py cannot be imported.*"
-                                           r"pip install \"tinygpt\[mpi\]\""):
+                                           r"pip install .*\[mpi\]\""):
         dist.init(environ={"PMI_SIZE": "2", "PMI_RANK": "0"})
 
 

@@ -184,3 +184,79 @@ def test_plots_are_drawn_off_the_training_thread(corpus, tmp_path, monkeypatch):
     run(small_config(corpus, tmp_path / "run", max_iters=8, eval_interval=4))
     # one figure per evaluation while training (in a background thread), then the final one
     assert threads[:-1] and not any(threads[:-1]) and threads[-1] is True
+
+
+# ----------------------------------------------------------------------------- a run is never lost
+def cli_train(corpus, out, *extra):
+    cmd = [sys.executable, "-m", "tinygpt", "train", "--data", str(corpus), "--out", str(out), "--preset", "tiny",
+           "--tokenizer", "char", "--block-size", "16", "--batch-size", "4", "--eval-iters", "1",
+           "--sample-tokens", "0", *extra]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ), timeout=300)
+
+
+def file_hashes(folder):
+    import hashlib
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_second_train_into_a_finished_run_is_refused_and_leaves_every_file_byte_for_byte(corpus, tmp_path):
+    out = tmp_path / "run"
+    first = cli_train(corpus, out, "--max-iters", "8", "--eval-interval", "4", "--no-progress")
+    assert first.returncode == 0, first.stderr
+    before = file_hashes(out)
+    assert {"best/model.safetensors", "latest/state.json", "log.jsonl", "loss.png"} <= set(before)
+    second = cli_train(corpus, out, "--max-iters", "20", "--no-progress")
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1, second.stderr
+    assert f"{out} already holds a run (step 8, val loss" in lines[0]
+    assert all(way in lines[0] for way in ("--resume", "--out DIR", "--overwrite"))
+    assert file_hashes(out) == before
+
+
+def test_overwrite_replaces_the_whole_run(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert cli_train(corpus, out, "--max-iters", "12", "--eval-interval", "4", "--no-progress").returncode == 0
+    (out / "notes.txt").write_text("mine")                       # not part of the run: it stays
+    again = cli_train(corpus, out, "--max-iters", "6", "--eval-interval", "3", "--seed", "9", "--overwrite",
+                      "--no-progress")
+    assert again.returncode == 0, again.stderr
+    for name in ("best", "latest"):
+        state = json.loads((out / name / "state.json").read_text())
+        assert state["train_config"]["seed"] == 9 and state["step"] <= 6, name
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in records) == 6 and [r["step"] for r in records if r["kind"] == "eval"] == [0, 3, 6]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_resume_says_from_which_step_towards_which_max_iters(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert cli_train(corpus, out, "--max-iters", "8", "--eval-interval", "4", "--no-progress").returncode == 0
+    resumed = cli_train(corpus, out, "--max-iters", "12", "--eval-interval", "4", "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {out} from step 8 (val loss " in resumed.stdout and "towards --max-iters 12" in resumed.stdout
+    done = cli_train(corpus, out, "--max-iters", "12", "--resume", "--no-progress")
+    assert done.returncode == 0 and "nothing to train (pass a larger --max-iters)" in done.stdout
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--overwrite"], "--resume continues the run in --out and --overwrite replaces it"),
+    (["--block-size", "8"], "--block-size 8 (the run has 16) cannot change it"),
+])
+def test_resume_refuses_flags_that_contradict_it(corpus, tmp_path, extra, needle):
+    out = tmp_path / "run"
+    assert cli_train(corpus, out, "--max-iters", "4", "--eval-interval", "4", "--no-progress").returncode == 0
+    before = file_hashes(out)
+    result = cli_train(corpus, out, "--max-iters", "8", "--resume", "--no-progress", *extra)
+    assert result.returncode == 1 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert needle in result.stderr
+    assert file_hashes(out) == before
+
+
+def test_progress_to_a_pipe_is_plain_lines_without_carriage_returns(corpus, tmp_path):
+    result = cli_train(corpus, tmp_path / "run", "--max-iters", "20", "--eval-interval", "20")   # progress on
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr and "\r" not in result.stdout
+    steps = [line.split(":")[0] for line in result.stderr.splitlines() if line.startswith("step ")]
+    assert steps == [f"step {s}/20" for s in range(2, 21, 2)]
