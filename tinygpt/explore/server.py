@@ -30,7 +30,10 @@ JSON API (every POST takes a JSON object; every answer is a JSON object):
                           "layers": [{"name", "groups": {group: norm}}]}: one backward pass of the
                           mean next-token loss of the prompt (inputs tokens 0..T-2, targets 1..T-1);
                           per parameter group the L2 norm of dL/dparameters; saliency[t] is
-                          ||dL/de_t||, the gradient with respect to input token t's embedding
+                          ||dL/de_t||, the gradient with respect to input token t's embedding.
+                          The last token is only a target, so it has no saliency; fed in as well,
+                          its gradient would be exactly 0 (the causal mask lets it reach only its
+                          own position's prediction, and the prompt holds no token to score it by)
     GET  /api/training    {"available", "train": [[step, loss]], "eval": [[step, train, val]],
                           "lr": [[step, lr]], "grad_norm": [[step, norm]]} from the run's log.jsonl
 
@@ -49,6 +52,7 @@ import json
 import math
 import sys
 import threading
+import webbrowser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -403,15 +407,46 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(explorer: Explorer, host="127.0.0.1", port=8000):
-    """Serve until Ctrl-C."""
+def url_of(host: str, port: int) -> str:
+    """The address a browser uses for a server bound to (host, port)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+def open_in_browser(url: str) -> bool:
+    """Open ``url`` with the standard library's ``webbrowser``; True if a browser took it.
+
+    No browser (a server without a display, none configured) is not an error: one line says
+    so and the caller goes on serving."""
+    try:
+        opened = webbrowser.open(url)
+    except webbrowser.Error as exc:                     # e.g. $BROWSER names a missing program
+        opened = False
+        reason = f" ({exc})"
+    else:
+        reason = ""
+    if not opened:
+        print(f"tinygpt explore: found no web browser to open{reason}; open {url} by hand", file=sys.stderr,
+              flush=True)
+    return bool(opened)
+
+
+def serve(explorer: Explorer, host="127.0.0.1", port=8000, open_browser=False):
+    """Serve until Ctrl-C; with ``open_browser``, also open the page in a web browser."""
     server = make_server(explorer, host, port)
     if not is_loopback(host):
         print(f"warning: --host {host} makes the explorer reachable from other machines; it has no "
               "authentication (the default, 127.0.0.1, keeps it on this one)", file=sys.stderr)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"tinygpt explore: {explorer.source} at http://{shown}:{server.server_address[1]}/  (Ctrl-C stops)",
-          flush=True)
+    url = url_of(host, server.server_address[1])
+    print(f"tinygpt explore: {explorer.source} at {url}  (Ctrl-C stops)", flush=True)
+    if open_browser:
+        # The socket listens already (make_server binds it), so the browser's first request
+        # waits in the queue until serve_forever takes it. A thread, because webbrowser waits
+        # for a text-mode browser (lynx, w3m) to exit, and the page must be served meanwhile.
+        # An unspecified address (0.0.0.0, ::) is not one a browser can visit: use loopback.
+        local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        threading.Thread(target=open_in_browser, args=(url_of(local, server.server_address[1]),),
+                         daemon=True).start()
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -88,10 +88,53 @@ def shown(text):
 
 COUNT_BLUE = """
 const c = document.getElementById('att-canvas'), x = c.getContext('2d');
-const d = x.getImageData(0, 0, c.width, c.height).data; let n = 0;
+const at = +c.dataset.label, size = +c.dataset.cell * arguments[0];           // the map only, not the legend
+const d = x.getImageData(at, at, size, size).data; let n = 0;
 for (let i = 0; i < d.length; i += 4) if (d[i + 2] > 200 && d[i] < 150) n++;   // strongly attended cells
 return n;"""
 PIXEL = "const c = document.getElementById('att-canvas'); return Array.from(c.getContext('2d').getImageData(arguments[0], arguments[1], 1, 1).data);"
+
+
+LEGEND = """
+const c = document.getElementById('att-canvas'), x = c.getContext('2d');
+const [lx, ly, lw, lh] = c.dataset.legend.split(',').map(Number);
+const d = x.getImageData(lx, ly + lh / 2, lw, 1).data, row = [];
+for (let i = 0; i < d.length; i += 4) row.push([d[i], d[i + 1], d[i + 2]]);
+return row;"""
+
+
+def check_colour_scale(browser):
+    """The legend bar is the cells' colour scale from weight 0 (white) to 1 (blue), in order."""
+    row = browser.execute_script(LEGEND)
+    assert len(row) >= 100
+    colour = lambda w: [round(255 * (1 - w)), round(255 - 170 * w), 255]     # noqa: E731, as app.js
+    assert row[0] == colour(0) and row[-1] == colour(1)
+    assert row[len(row) // 2] == colour((len(row) // 2) / (len(row) - 1))
+    reds = [r for r, _, _ in row]
+    assert reds == sorted(reds, reverse=True) and reds[0] - reds[-1] == 255
+
+
+def check_readout(browser, i, j, weights, slack=0):
+    """Point at cell (i, j) of the heatmap: the readout names that query and key (within ``slack``
+    cells: one-pixel cells meet the pointer's rounding) and exactly the weight of the cell it names."""
+    canvas, wrap = browser.find_element(By.ID, "att-canvas"), browser.find_element(By.ID, "att-wrap")
+    label = float(canvas.get_attribute("data-label"))
+    cell = float(canvas.get_attribute("data-cell"))
+    x, y = label + (j + 0.5) * cell, label + (i + 0.5) * cell        # canvas pixels (= CSS pixels here)
+    # a long context's canvas scrolls inside #att-wrap: bring the cell into view, then point at it
+    # relative to the wrapper's centre (where WebDriver offsets count from: floor of the midpoint)
+    dx, dy = browser.execute_script("""
+        const [c, w, x, y] = arguments;
+        w.scrollIntoView({block: 'center'});
+        w.scrollLeft = x - w.clientWidth / 2; w.scrollTop = y - w.clientHeight / 2;
+        const r = c.getBoundingClientRect(), v = w.getBoundingClientRect();
+        return [r.left + x - Math.floor((v.left + v.right) / 2), r.top + y - Math.floor((v.top + v.bottom) / 2)];""",
+                                    canvas, wrap, x, y)
+    ActionChains(browser).move_to_element_with_offset(wrap, round(dx), round(dy)).perform()
+    text = wait_for(lambda: browser.find_element(By.ID, "att-cell").text, "the cell readout")
+    got_i, got_j = int(text.split()[1]), int(text.split("→ token ")[1].split()[0])
+    assert abs(got_i - i) <= slack and abs(got_j - j) <= slack, text
+    assert got_j <= got_i and text.endswith(f"{100 * weights[got_i][got_j]:.2f}%")   # that cell's own weight
 
 
 def test_the_page_works_in_a_real_browser(page_server, browser, tmp_path, monkeypatch):
@@ -117,11 +160,18 @@ def test_the_page_works_in_a_real_browser(page_server, browser, tmp_path, monkey
 
     # attention: the heatmap is drawn, the future (top-right corner) is the masked grey
     wait_for(lambda: len(chip_texts(browser, "att-tokens")) == len(expected), "the attention view's tokens")
-    assert browser.execute_script(COUNT_BLUE) > 0
+    assert browser.execute_script(COUNT_BLUE, len(expected)) > 0
     label = float(browser.find_element(By.ID, "att-canvas").get_attribute("data-label"))
     cell = float(browser.find_element(By.ID, "att-canvas").get_attribute("data-cell"))
     corner = browser.execute_script(PIXEL, int(label + (len(expected) - 0.5) * cell), int(label + 0.5 * cell))
     assert corner[:3] == [0xEC, 0xEE, 0xF2]
+    # the colour scale under the map: the cells' own colours, white (0) to blue (1), left to right
+    check_colour_scale(browser)
+    # a short prompt: every token labelled on both axes; pointing at a cell reads out its weight
+    canvas = browser.find_element(By.ID, "att-canvas")
+    assert (canvas.get_attribute("data-step"), canvas.get_attribute("data-labels")) == ("1", str(len(expected)))
+    weights = explorer.attention({"text": prompt})["weights"]
+    check_readout(browser, len(expected) - 1, 2, weights)
     # hovering token k shades tokens 0..k by their weights and greys the future
     k = len(expected) // 2
     att_chips = browser.find_elements(By.CSS_SELECTOR, "#att-tokens .chip")
@@ -129,9 +179,14 @@ def test_the_page_works_in_a_real_browser(page_server, browser, tmp_path, monkey
     wait_for(lambda: "rgba(47, 111, 219" in (att_chips[0].get_attribute("style") or ""), "shading on hover")
     assert "243" in att_chips[k + 1].get_attribute("style")         # #f3f3f3: not visible from token k
 
-    # gradients: a loss, one saliency chip per input token, a table of norms
+    # gradients: a loss, one saliency chip per token (the last one only a target, and the
+    # caption says why), a table of norms
     wait_for(lambda: browser.find_element(By.ID, "grad-loss").text.startswith("loss L ="), "the backward pass")
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#saliency .chip")) == len(expected) - 1
+    saliency = chips(browser, "saliency")
+    assert [text for text, _ in saliency] == expected and saliency[-1][1] == "target"
+    assert all(float(value) > 0 for _, value in saliency[:-1])
+    note = browser.find_element(By.ID, "saliency-note").text
+    assert "only a target" in note and "exactly 0" in note and f"tokens 1…{len(expected) - 1}" in note
     assert len(browser.find_elements(By.CSS_SELECTOR, "#grad-table tr")) == explorer.model.config.n_layer + 3
 
     # training: curves of the run's log
@@ -186,5 +241,95 @@ def test_the_page_works_in_a_real_browser(page_server, browser, tmp_path, monkey
     if os.environ.get("TINYGPT_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["TINYGPT_SCREENSHOT"])
 
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+
+
+# ---------------------------------------------------------------- a whole context of 1024 tokens
+
+LONG_TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n"
+             * 12)                                                       # 1188 characters: keeps the last 1024
+
+LAYOUT = """
+const measure = (t) => 6.6 * t.length;                                  // about ATT_FONT's monospace
+const out = [];
+for (const T of arguments[0]) {
+  const names = Array.from({length: T}, (_, i) => 'tok' + (i % 97));
+  const L = attentionLayout(T, names, measure);
+  let exact = true;                                                      // every cell's centre maps back to it
+  for (let i = 0; i < T && exact; i++) for (let j = 0; j < T; j++) {
+    const at = cellAt(L, L.margin + (j + 0.5) * L.cell, L.margin + (i + 0.5) * L.cell);
+    if (!at || at.i !== i || at.j !== j) { exact = false; break; }
+  }
+  const gaps = L.labels.slice(1).map((l, k) => (l.index - L.labels[k].index) * L.cell);
+  out.push({T, cell: L.cell, step: L.step, labels: L.labels.length, first: L.labels[0].index,
+            minGap: gaps.length ? Math.min(...gaps) : null, pitch: ATT_PITCH, exact,
+            outside: cellAt(L, L.margin - 1, L.margin) === null && cellAt(L, L.margin + L.size, L.margin) === null});
+}
+return out;"""
+
+
+@pytest.fixture(scope="module")
+def long_server():
+    """An untrained character model with GPT-2's context of 1024 positions (tiny otherwise)."""
+    from tinygpt import GPTConfig
+    from tinygpt.tokenizer import CharTokenizer
+
+    tokenizer = CharTokenizer.from_text(LONG_TEXT)
+    model = GPT2(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=1024, n_layer=1, n_head=2, n_embd=16),
+                 tokenizer=tokenizer)
+    explorer = Explorer(model, source="untrained, context 1024")
+    httpd = make_server(explorer, "127.0.0.1", 0, quiet=True)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", explorer
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_whole_context_thins_the_axis_labels_and_shows_every_tokens_saliency(long_server, browser, tmp_path):
+    url, explorer = long_server
+    browser.get(url)
+    wait_for(lambda: "parameters" in browser.find_element(By.ID, "model-info").text, "the model's description")
+
+    # the layout itself, at the full contexts of the char models and GPT-2: labels never closer
+    # than the font allows, every cell found again from its own pixels
+    for row in browser.execute_script(LAYOUT, [8, 32, 128, 1024]):
+        assert row["exact"] and row["outside"], row
+        assert row["step"] * row["cell"] >= row["pitch"] and row["first"] == 0, row
+        assert row["labels"] == -(-row["T"] // row["step"]), row
+        assert row["minGap"] is None or row["minGap"] >= row["pitch"], row
+    rows = {row["T"]: row for row in browser.execute_script(LAYOUT, [8, 128, 1024])}
+    assert rows[8]["step"] == 1 and rows[128]["step"] > 1 and rows[1024]["step"] > rows[128]["step"]
+
+    # the page at 1024 tokens
+    browser.execute_script("const p = document.getElementById('prompt'); p.value = arguments[0];"
+                           "p.dispatchEvent(new Event('input'));", LONG_TEXT)
+    T = 1024
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#att-tokens .chip")) == T, "the attention view", 120)
+    canvas = browser.find_element(By.ID, "att-canvas")
+    step, cell = int(canvas.get_attribute("data-step")), int(canvas.get_attribute("data-cell"))
+    assert cell >= 1 and step > 1 and step * cell >= 14
+    assert int(canvas.get_attribute("data-labels")) == -(-T // step)                  # only every step-th
+    assert int(canvas.get_attribute("width")) >= float(canvas.get_attribute("data-label")) + T * cell
+    assert browser.execute_script(COUNT_BLUE, T) > 0
+    check_colour_scale(browser)
+    weights = explorer.attention({"text": LONG_TEXT})["weights"]
+    check_readout(browser, 700, 350, weights, slack=1)
+
+    # saliency: all 1024 tokens, wrapped inside the panel, none cut off; the last only a target
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#saliency .chip")) == T, "1024 saliency chips", 120)
+    inside = browser.execute_script("""
+        const panel = document.getElementById('grad-panel').getBoundingClientRect();
+        const chips = Array.from(document.querySelectorAll('#saliency .chip')).map((c) => c.getBoundingClientRect());
+        return [chips.every((r) => r.left >= panel.left && r.right <= panel.right && r.width > 0),
+                new Set(chips.map((r) => Math.round(r.top))).size];""")
+    assert inside[0] and inside[1] > 10                                          # many lines, all in the panel
+    assert chips(browser, "saliency")[-1][1] == "target"
+    assert f"tokens 1…{T - 1} from tokens 0…{T - 2}" in browser.find_element(By.ID, "saliency-note").text
+
+    browser.execute_script("document.getElementById('attention-panel').scrollIntoView();"
+                           "const w = document.getElementById('att-wrap'); w.scrollLeft = 0; w.scrollTop = 0;")
+    shot = tmp_path / "explorer-1024.png"
+    assert browser.save_screenshot(str(shot))
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors

@@ -191,6 +191,37 @@ def test_saliency_is_the_gradient_norm_at_each_input_embedding_by_finite_differe
             assert answer["saliency"][t] == pytest.approx(np.linalg.norm(g), rel=1e-3)
 
 
+def test_the_last_prompt_token_is_only_a_target_and_fed_in_its_gradient_would_be_exactly_zero(server, run_dir):
+    """The fact behind the page's caption under the saliency row. The API's pass predicts tokens
+    1..T-1 from tokens 0..T-2, so the last token has no saliency. Feeding all T tokens, with the
+    last position's target left out (ignore_index -1), is the same loss and the same saliency,
+    and there the last token's embedding gradient is exactly 0: the causal mask lets it reach
+    only its own position, whose prediction has no target."""
+    base, _ = server
+    text = "JULIET:\nO Romeo"
+    answer = ok(base, "/api/gradients", {"text": text})
+    model = GPT2.load(run_dir)
+    ids = model.tokenizer.encode(text)
+    T = len(ids)
+    assert len(answer["tokens"]) == T and len(answer["saliency"]) == T - 1
+
+    def embedding_gradients(last_target):
+        model.zero_grad()
+        _, loss = model(np.array([ids]), np.array([ids[1:] + [last_target]]))
+        loss.backward()
+        # one sequence: row t of dL/dwpe is dL/de_t, e_t = wte[id_t] + wpe[t]
+        return float(loss.data), model.transformer.wpe.weight.grad[:T].astype(np.float64)
+
+    loss, grad = embedding_gradients(-1)                                   # no target at position T-1
+    assert loss == pytest.approx(answer["loss"], rel=1e-6)
+    assert np.linalg.norm(grad[:T - 1], axis=1) == pytest.approx(answer["saliency"], rel=1e-5)
+    assert np.all(grad[T - 1] == 0.0)                                      # exactly, not just small
+    assert answer["saliency"][-1] > 0                # the last input, token T-2, predicts token T-1
+    # the check can fail: give position T-1 a target (any token) and its gradient is not zero
+    _, scored = embedding_gradients(ids[0])
+    assert np.linalg.norm(scored[T - 1]) > 1e-4
+
+
 def test_training_curves_come_from_the_runs_log(server):
     base, _ = server
     data = json.loads(get(base, "/api/training")[2])
@@ -298,6 +329,27 @@ def test_the_command_prints_the_url_serves_and_stops_cleanly_on_ctrl_c(run_dir):
         proc.kill()
 
 
+def test_the_open_flag_opens_the_served_url_in_the_browser_of_the_environment(run_dir, tmp_path):
+    # webbrowser honours $BROWSER: a stand-in "browser" that writes down the URL it is given
+    seen = tmp_path / "opened.txt"
+    recorder = tmp_path / "browser.py"
+    recorder.write_text(f"import sys; open({str(seen)!r}, 'w').write(sys.argv[1])\n")
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", BROWSER=f"{sys.executable} {recorder} %s")
+    proc = subprocess.Popen([sys.executable, "-m", "tinygpt", "explore", "--checkpoint", str(run_dir), "--port",
+                             str(port), "--open"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert f"http://127.0.0.1:{port}/" in proc.stdout.readline()
+        deadline = time.time() + 30
+        while time.time() < deadline and not (seen.exists() and seen.read_text()):
+            time.sleep(0.1)
+        assert seen.read_text() == f"http://127.0.0.1:{port}/"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+
+
 def test_a_port_in_use_is_one_clear_line(run_dir):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -326,6 +378,86 @@ def test_a_missing_checkpoint_is_one_clear_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "tinygpt", "explore", "--checkpoint", str(tmp_path / "none")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "no checkpoint" in result.stderr and "Traceback" not in result.stderr
+
+
+class Serving:
+    """serve() in a thread, with webbrowser.open replaced by ``fake``; stops it on exit."""
+
+    def __init__(self, explorer, monkeypatch, fake, open_browser):
+        self.servers, self.thread = [], None
+        real = server_module.make_server
+
+        def keep(*args, **kwargs):                                         # to stop it afterwards
+            self.servers.append(real(*args, **kwargs))
+            return self.servers[-1]
+        monkeypatch.setattr(server_module, "make_server", keep)
+        monkeypatch.setattr(server_module.webbrowser, "open", fake)
+        self.explorer, self.open_browser = explorer, open_browser
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=server_module.serve, args=(self.explorer, "127.0.0.1", 0),
+                                       kwargs={"open_browser": self.open_browser}, daemon=True)
+        self.thread.start()
+        end = time.monotonic() + 30
+        while not self.servers and time.monotonic() < end:
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{self.servers[0].server_address[1]}/"
+
+    def __exit__(self, *exc):
+        self.servers[0].shutdown()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+
+
+def test_open_browser_opens_the_served_url_which_answers(server, monkeypatch, capsys):
+    _, explorer = server
+    opened, done = [], threading.Event()
+
+    def fake_open(url):
+        opened.append((url, get(url.rstrip("/"), "/api/info")[0]))         # the page is being served
+        done.set()
+        return True
+    with Serving(explorer, monkeypatch, fake_open, open_browser=True) as url:
+        assert done.wait(30)
+    assert opened == [(url, 200)]
+    out, err = capsys.readouterr()
+    assert url in out and "browser" not in err
+
+
+def test_without_open_browser_no_browser_is_opened(server, monkeypatch):
+    _, explorer = server
+    calls = []
+    with Serving(explorer, monkeypatch, lambda url: calls.append(url) or True, open_browser=False) as url:
+        assert get(url.rstrip("/"), "/api/info")[0] == 200
+        time.sleep(0.2)
+    assert calls == []
+
+
+def no_browser(url):
+    return False
+
+
+def broken_browser(url):
+    raise server_module.webbrowser.Error("could not locate runnable browser")
+
+
+@pytest.mark.parametrize("fake", [no_browser, broken_browser])
+def test_finding_no_browser_is_one_line_and_the_server_keeps_serving(server, monkeypatch, capsys, fake):
+    _, explorer = server
+    tried = threading.Event()
+
+    def trying(url):
+        tried.set()
+        return fake(url)
+    with Serving(explorer, monkeypatch, trying, open_browser=True) as url:
+        assert tried.wait(30)
+        err, end = "", time.monotonic() + 30
+        while "no web browser" not in err and time.monotonic() < end:     # printed by the opening thread
+            err += capsys.readouterr().err
+            time.sleep(0.05)
+        assert get(url.rstrip("/"), "/api/info")[0] == 200                 # still serving
+    lines = [line for line in err.splitlines() if "browser" in line]
+    assert len(lines) == 1 and url in lines[0] and "Traceback" not in err
 
 
 def test_loopback_is_recognised():

@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { info: null, attention: null };
+const state = { info: null, attention: null, attentionLayout: null };
 
 // ---------------------------------------------------------------- talking to the server
 
@@ -140,48 +140,140 @@ async function generate() {
 
 // ---------------------------------------------------------------- attention
 
+// The heatmap's geometry. Every (query, key) cell is a square of `cell` pixels, at least one,
+// so every cell can be pointed at; the canvas grows (and scrolls) when the context is longer
+// than the panel is wide. Token labels go on every `step`-th row and column, step the smallest
+// of 1, 2, 5, 10, 20, 50, ... that keeps labels ATT_PITCH pixels apart, so they never overlap.
+const ATT_WIDTH = 480;                  // px: the canvas's width when the context fits in it
+const ATT_FONT = 11;                    // px: the axis labels' font size
+const ATT_PITCH = ATT_FONT + 3;         // px: the least distance between two labels
+const ATT_LEGEND = 48;                  // px below the map: the colour scale
+const ATT_STEPS = [1, 2, 5];            // times powers of ten
+
+function labelStep(cell) {
+  for (let scale = 1; ; scale *= 10) {
+    for (const m of ATT_STEPS) if (m * scale * cell >= ATT_PITCH) return m * scale;
+  }
+}
+
+// names: the token texts; measure(text): its width in pixels at ATT_FONT.
+// The label margin depends on which labels are drawn, which depends on the cell size, which
+// depends on the margin: step only grows from one pass to the next, so this ends, and the
+// result is consistent (step * cell >= ATT_PITCH with the margin of the labels drawn).
+function attentionLayout(T, names, measure) {
+  let step = 1, margin, cell;
+  for (;;) {
+    const text = (i) => (step > 1 ? `${i} ${names[i]}` : names[i]);   // thinned: say which token
+    let widest = 0;
+    for (let i = 0; i < T; i += step) widest = Math.max(widest, measure(text(i)));
+    margin = Math.ceil(widest) + 10;
+    cell = Math.max(1, Math.floor((ATT_WIDTH - margin - 4) / T));
+    const needed = labelStep(cell);
+    if (needed <= step) {
+      const labels = [];
+      for (let i = 0; i < T; i += step) labels.push({ index: i, text: text(i) });
+      const size = cell * T;
+      return { T, cell, step, margin, size, labels,
+               width: Math.max(ATT_WIDTH, margin + size + 4), height: margin + size + 12 + ATT_LEGEND,
+               legend: { x: margin, y: margin + size + 12, w: 160, h: 10 } };
+    }
+    step = needed;
+  }
+}
+
+// The (query i, key j) under canvas pixel (x, y), or null off the map: the exact inverse of
+// where drawAttention puts cell (i, j), whatever labels are shown.
+function cellAt(layout, x, y) {
+  const j = Math.floor((x - layout.margin) / layout.cell), i = Math.floor((y - layout.margin) / layout.cell);
+  return i >= 0 && j >= 0 && i < layout.T && j < layout.T ? { i, j } : null;
+}
+
+// One colour scale for the cells and the legend: white (weight 0) to blue (weight 1).
+function weightColour(w) {
+  return [Math.round(255 * (1 - w)), Math.round(255 - 170 * w), 255];
+}
+const MASKED = [0xec, 0xee, 0xf2];       // the future: masked, weight exactly 0
+
 function drawAttention(data) {
   state.attention = data;
   const canvas = $("att-canvas");
   const ctx = canvas.getContext("2d");
   const T = data.weights.length;
-  ctx.font = "11px ui-monospace, monospace";
-  const names = data.tokens.map((t) => visible(t.text).slice(0, 12));
-  // token labels on both axes for short prompts, as wide as the longest one
-  const label = T <= 40 ? 8 + Math.max(...names.map((n) => ctx.measureText(n).width)) : 0;
-  const cell = Math.max(1, Math.floor((canvas.width - label) / T));
-  canvas.height = label + cell * T + 4;
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const font = `${ATT_FONT}px ui-monospace, monospace`;
+  ctx.font = font;
+  const names = data.tokens.map((t) => visible(t.text).slice(0, 10));
+  const layout = (state.attentionLayout = attentionLayout(T, names, (text) => ctx.measureText(text).width));
+  const { cell, margin, size } = layout;
+  canvas.width = layout.width;                       // resizing clears the canvas and its settings
+  canvas.height = layout.height;
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
+
+  // the cells, written as pixels: a 1024-token context is a million cells
+  const image = ctx.createImageData(size, size);
+  const px = image.data;
   for (let i = 0; i < T; i++) {
+    const row = data.weights[i];
     for (let j = 0; j < T; j++) {
-      if (j > i) { ctx.fillStyle = "#eceef2"; }         // the future: masked, weight exactly 0
-      else {
-        const w = data.weights[i][j];
-        const shade = Math.round(255 * (1 - w));
-        ctx.fillStyle = `rgb(${shade}, ${Math.round(255 - 170 * w)}, 255)`;
+      const rgb = j > i ? MASKED : weightColour(row[j] || 0);
+      for (let y = i * cell; y < (i + 1) * cell; y++) {
+        let o = 4 * (y * size + j * cell);
+        for (let x = 0; x < cell; x++, o += 4) {
+          px[o] = rgb[0]; px[o + 1] = rgb[1]; px[o + 2] = rgb[2]; px[o + 3] = 255;
+        }
       }
-      ctx.fillRect(label + j * cell, label + i * cell, cell, cell);
     }
   }
-  if (label) {
-    ctx.fillStyle = "#1d2330";
-    ctx.font = "11px ui-monospace, monospace";
+  ctx.putImageData(image, margin, margin);
+
+  // the labels that fit: queries down the left, keys across the top, each with a tick
+  ctx.fillStyle = "#1d2330";
+  ctx.strokeStyle = "#1d2330";
+  ctx.font = font;
+  ctx.textBaseline = "middle";
+  for (const { index, text } of layout.labels) {
+    const centre = margin + (index + 0.5) * cell;
     ctx.textAlign = "right";
-    ctx.textBaseline = "middle";
-    names.forEach((n, i) => ctx.fillText(n, label - 4, label + (i + 0.5) * cell));   // queries, down
-    names.forEach((n, j) => {                                                       // keys, across
-      ctx.save();
-      ctx.translate(label + (j + 0.5) * cell, label - 4);
-      ctx.rotate(-Math.PI / 2);
-      ctx.textAlign = "left";
-      ctx.fillText(n, 0, 0);
-      ctx.restore();
-    });
+    ctx.fillText(text, margin - 5, centre);
+    ctx.beginPath(); ctx.moveTo(margin - 3, centre); ctx.lineTo(margin, centre); ctx.stroke();
+    ctx.save();
+    ctx.translate(centre, margin - 5);
+    ctx.rotate(-Math.PI / 2);
+    ctx.textAlign = "left";
+    ctx.fillText(text, 0, 0);
+    ctx.restore();
+    ctx.beginPath(); ctx.moveTo(centre, margin - 3); ctx.lineTo(centre, margin); ctx.stroke();
   }
-  canvas.dataset.label = label;
-  canvas.dataset.cell = cell;
+
+  // the colour scale, from 0 to 1: row 0 is always all on token 0 (weight 1), so no map is paler
+  const { x: lx, y: ly, w: lw, h: lh } = layout.legend;
+  for (let k = 0; k < lw; k++) {
+    const rgb = weightColour(k / (lw - 1));
+    ctx.fillStyle = `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`;
+    ctx.fillRect(lx + k, ly, 1, lh);
+  }
+  ctx.strokeStyle = "#98a2b3";
+  ctx.strokeRect(lx - 0.5, ly - 0.5, lw + 1, lh + 1);
+  ctx.fillStyle = "#667085";
+  ctx.font = "10px system-ui, sans-serif";
+  ctx.textBaseline = "top";
+  ctx.textAlign = "center";
+  for (const t of [0, 0.25, 0.5, 0.75, 1]) {
+    const x = lx + t * (lw - 1) + 0.5;
+    ctx.beginPath(); ctx.moveTo(x, ly + lh); ctx.lineTo(x, ly + lh + 3); ctx.stroke();
+    ctx.fillText(String(t), x, ly + lh + 5);
+  }
+  ctx.textAlign = "left";
+  ctx.textBaseline = "middle";
+  ctx.fillText("attention weight", lx + lw + 10, ly + lh / 2);
+  ctx.fillStyle = `rgb(${MASKED.join(", ")})`;
+  ctx.fillRect(lx + lw + 10, ly + lh + 6, 12, 10);
+  ctx.fillStyle = "#667085";
+  ctx.fillText("masked (the future)", lx + lw + 26, ly + lh + 11);
+
+  // for the tests and the hover readout
+  Object.assign(canvas.dataset, { label: margin, cell, step: layout.step, labels: layout.labels.length,
+                                  legend: [lx, ly, lw, lh].join(",") });
   const box = $("att-tokens");
   box.replaceChildren(...data.tokens.map(chip));
   box.querySelectorAll(".chip").forEach((el) => {
@@ -203,14 +295,12 @@ function shadeAttention(query) {
 
 function attentionCell(event) {
   const canvas = $("att-canvas");
-  if (!state.attention) return;
+  if (!state.attention || !state.attentionLayout) return;
   const rect = canvas.getBoundingClientRect();
-  const scale = canvas.width / rect.width;
-  const label = +canvas.dataset.label, cell = +canvas.dataset.cell;
-  const j = Math.floor(((event.clientX - rect.left) * scale - label) / cell);
-  const i = Math.floor(((event.clientY - rect.top) * scale - label) / cell);
-  const T = state.attention.weights.length;
-  if (i < 0 || j < 0 || i >= T || j >= T) { $("att-cell").textContent = ""; return; }
+  const scale = canvas.width / rect.width;           // 1 unless the page is zoomed
+  const at = cellAt(state.attentionLayout, (event.clientX - rect.left) * scale, (event.clientY - rect.top) * scale);
+  if (!at) { $("att-cell").textContent = ""; return; }
+  const { i, j } = at;
   const tok = state.attention.tokens;
   $("att-cell").textContent = `token ${i} ${JSON.stringify(tok[i].text)} → token ${j} ${JSON.stringify(tok[j].text)}: ` +
     (j > i ? "masked (future)" : `${(100 * state.attention.weights[i][j]).toFixed(2)}%`);
@@ -229,13 +319,27 @@ function drawGradients(data) {
   data.saliency = data.saliency.map((v) => v || 0);
   $("grad-loss").textContent = `loss L = ${loss} (mean cross-entropy of predicting tokens 1…${data.tokens.length - 1} ` +
     `from the ones before), then one backward pass through every kernel`;
+  // One chip per prompt token, wrapping onto as many lines as it takes. Input t's embedding
+  // reaches the predictions at positions t…T-2; the last token is only ever a target.
   const top = Math.max(...data.saliency, 1e-30);
-  const chips = data.tokens.slice(0, -1).map((t, i) => {
+  const T = data.tokens.length;
+  const chips = data.tokens.map((t, i) => {
+    if (i === T - 1) {
+      const el = chip({ text: t.text, id: "target" }, i);
+      el.classList.add("target");
+      el.title = "only a target: no input embedding, so no gradient";
+      return el;
+    }
     const el = chip({ text: t.text, id: data.saliency[i].toExponential(1) }, i);
     el.style.background = `rgba(230, 120, 30, ${(data.saliency[i] / top).toFixed(3)})`;
-    el.title = `‖∂L/∂e_${i}‖ = ${data.saliency[i].toExponential(3)}`;
+    el.title = `‖∂L/∂e_${i}‖ = ${data.saliency[i].toExponential(3)}; ` +
+      `e_${i} reaches ${T - 1 - i} of the ${T - 1} predictions`;
     return el;
   });
+  $("saliency-note").textContent = `The last token, ${JSON.stringify(data.tokens[T - 1].text)}, has no value: the loss ` +
+    `predicts tokens 1…${T - 1} from tokens 0…${T - 2}, so it is only a target, never an input. Fed in as well, its ` +
+    `gradient would be exactly 0: the causal mask lets it reach only its own position's prediction, and the prompt ` +
+    `holds no next token to score that by.`;
   $("saliency").replaceChildren(...chips);
   const groups = [];
   for (const layer of data.layers) for (const g of Object.keys(layer.groups)) if (!groups.includes(g)) groups.push(g);
