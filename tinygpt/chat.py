@@ -6,8 +6,9 @@ the model's continuation of the whole conversation, up to the next blank line (o
 context window, the oldest turns are dropped first.
 
 Commands: /help /reset /temp X /topk K /topp P /max N /debug /quit. ``/debug``
-shows, under each generated token, the five most likely candidates of the
-distribution it was sampled from, with their probabilities.
+shows one row per generated token: the token, its probability under the model and
+under the sampling settings (temperature, top-k, top-p: the distribution it was
+actually drawn from), then the model's five most likely tokens at that step.
 Ctrl-D (end of input) leaves; a pipe on stdin works too (one turn per line).
 """
 from __future__ import annotations
@@ -21,6 +22,8 @@ from .tokenizer import StreamDecoder
 
 np = backend.np
 SEPARATOR = "\n\n"
+DEBUG_LEGEND = ("  each row: the token chosen, its probability under the model -> under /temp /topk /topp "
+                "(what it was drawn from) | the model's five most likely tokens")
 
 HELP = """commands:
   /help        this list
@@ -29,7 +32,7 @@ HELP = """commands:
   /topk K      sample among the K most likely tokens (0 = all), now {top_k}
   /topp P      nucleus sampling threshold in (0, 1] (1 = off), now {top_p}
   /max N       at most N tokens per reply, now {max_new_tokens}
-  /debug       show the top-5 next-token candidates under each generated token ({debug})
+  /debug       show each generated token's probabilities and the model's top 5 ({debug})
   /quit        leave (Ctrl-D too)"""
 
 
@@ -123,6 +126,8 @@ class Chat:
             elif name == "/debug":
                 self.debug = not self.debug
                 self._write(f"(debug view {'on' if self.debug else 'off'})\n")
+                if self.debug:
+                    self._write(DEBUG_LEGEND + "\n")
             else:
                 self._write(f"unknown command {name}; /help lists them\n")
         except ValueError:
@@ -159,12 +164,7 @@ class Chat:
         seen = []
         on_logits = seen.append if self.debug else None
         seed = None if self.rng_seed is None else self.rng_seed + len(self.turns)
-        if not self.interactive:
-            self._write("bot> ")
-        elif self.debug:
-            self._write("bot>\n")
-        else:
-            self._write("bot> ")
+        self._write("bot>\n" if self.debug else "bot> ")   # debug rows start on their own lines
         for token in generate_ids(self.model, self.context_ids(), max_new_tokens=self.max_new_tokens,
                                   temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
                                   seed=seed, on_logits=on_logits):
@@ -192,9 +192,10 @@ class Chat:
         return reply
 
     def _debug_line(self, token, logits):
-        probs = next_token_distribution(logits, self.temperature, self.top_k, self.top_p)
-        if self.temperature == 0:  # show the model's own distribution, not the one-hot
-            probs = next_token_distribution(logits, 1.0, self.top_k, self.top_p)
-        top = np.argsort(-probs)[:5]
-        cands = "  ".join(f"{self.tok.token_str(int(i))!r} {probs[i]:.1%}" for i in top)
-        self._write(f"  {self.tok.token_str(token)!r:>14}   <- {cands}\n")
+        """One row: the chosen token, p(model) -> p(sampled from), then the model's top 5."""
+        model = next_token_distribution(logits, 1.0)                     # the model's own softmax
+        sampled = next_token_distribution(logits, self.temperature, self.top_k, self.top_p)
+        top = np.argsort(-model, kind="stable")[:5]
+        cands = "  ".join(f"{self.tok.token_str(int(i))!r} {model[i]:.1%}" for i in top)
+        chosen = f"{self.tok.token_str(token)!r:>14} {model[token]:6.1%} -> {sampled[token]:6.1%}"
+        self._write(f"  {chosen}   | {cands}\n")

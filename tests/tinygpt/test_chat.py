@@ -40,10 +40,43 @@ def test_reset_forgets_and_quit_stops_reading():
     assert c.turns == [] and "(conversation cleared)" in out and out.count("bot> ") == 1
 
 
-def test_debug_shows_the_top_5_candidates_under_each_token():
+def debug_rows(out):
+    """(chosen token, p model, p sampled, [(candidate, p model)]) for every /debug row."""
+    import re
+    rows = []
+    for line in out.splitlines():
+        m = re.match(r"^\s+'(.*?)'\s+([\d.]+)% ->\s+([\d.]+)%   \| (.*)$", line)
+        if m:
+            cands = re.findall(r"'(.*?)' ([\d.]+)%", m.group(4))
+            rows.append((m.group(1), float(m.group(2)), float(m.group(3)), [(t, float(p)) for t, p in cands]))
+    return rows
+
+
+def test_debug_rows_show_the_chosen_token_before_and_after_the_settings_then_the_top_5():
     c, out = chat(["/debug", "hi"], max_new_tokens=3, temperature=0)
-    lines = [line for line in out.splitlines() if "<-" in line]
-    assert len(lines) >= 1 and all(line.count("%") == 5 for line in lines)
+    lines = out.splitlines()
+    assert lines[0] == "(debug view on)" and "each row: the token chosen" in lines[1]   # a one-line legend
+    assert lines[2] == "bot>"                                  # in a pipe too, rows start on their own line
+    rows = debug_rows(out)
+    assert len(rows) == 3
+    for token, before, after, cands in rows:
+        assert len(cands) == 5
+        # greedy: the chosen token is the model's most likely, drawn with probability 1
+        assert after == 100.0 and cands[0] == (token, before)
+
+
+def test_debug_shows_the_chosen_token_even_when_it_is_not_among_the_top_5():
+    # top-k 3 at temperature 2 flattens the distribution: the chosen token is one of the
+    # model's three most likely, and its sampled probability is about a third
+    c, out = chat(["/debug", "/topk 3", "/temp 2", "hello", "again"], max_new_tokens=6)
+    rows = debug_rows(out)
+    assert len(rows) >= 6
+    for token, before, after, cands in rows:
+        assert token in [t for t, _ in cands[:3]] and 20.0 < after < 50.0
+    # with no top-k, tokens outside the five shown get chosen too, and their row still names them
+    c, out = chat(["/debug", "/topk 0", "/temp 1.5", "a", "b", "c"], max_new_tokens=10)
+    rows = debug_rows(out)
+    assert any(token not in [t for t, _ in cands] for token, _, _, cands in rows)
 
 
 def test_the_oldest_turns_drop_first_when_the_context_is_full():
