@@ -11,12 +11,17 @@ chooses, and ``autograd/backend.py`` is the only module that imports either.
 """
 from . import backend
 from .backend import BackendUnavailable, use_backend
-from .function import Function, enable_grad, is_grad_enabled, no_grad
 from .tensor import Tensor, tensor
+from .function import Function, enable_grad, is_grad_enabled, no_grad
 from . import functional, ops
 from . import functional as F
 from . import nn, optim
 from .gradcheck import GradcheckError, gradcheck
+from .trace import trace
+
+# Tensor's operators and methods (x + y, x @ w, x.sum(), ...) come from ops and the kernels,
+# which sit above tensor.py: attached here, once everything is loaded.
+functional.attach_tensor_methods(Tensor)
 
 # tinygpt checks this marker to tell its own engine from other packages named "autograd"
 # (HIPS autograd is on PyPI under that name).
@@ -24,4 +29,4 @@ TINYGPT_ENGINE = True
 
 __all__ = ["Tensor", "tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "use_backend",
            "BackendUnavailable", "backend", "gradcheck", "GradcheckError", "nn", "optim", "F",
-           "functional", "ops", "TINYGPT_ENGINE"]
+           "functional", "ops", "trace", "TINYGPT_ENGINE"]

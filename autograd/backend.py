@@ -17,6 +17,12 @@ Besides the switch, this module holds the only other global state of the engine:
 the random number generator (``seed``/``rng``), so that one seed fixes every random
 draw (initialisation, dropout, batches, sampling).
 
+Kernels run in one of two places, ``kernel_device()``: ``"cpu"`` (their NumPy bodies)
+or ``"cuda"`` (their CUDA bodies, chosen in ``Function.apply``). A third backend,
+``"cuda-sim"``, exists for tests on machines without a GPU: arrays stay NumPy arrays, but
+every kernel takes its CUDA body, executed by numba's CUDA simulator (one Python thread per
+GPU thread; slow, exact).
+
 ``np`` is exported for host-side work that is not array math on the device: reading
 and writing files, memory-mapped token caches, safetensors.
 """
@@ -31,7 +37,8 @@ from .install import install_hint
 __all__ = [
     "BackendUnavailable", "use_backend", "xp", "name", "is_cuda", "to_numpy", "asarray",
     "seed", "rng", "get_rng_state", "set_rng_state", "scatter_add_rows", "index_add", "device_info",
-    "synchronize", "np", "parallel_rows", "host_threads",
+    "synchronize", "np", "parallel_rows", "host_threads", "kernel_device", "fast_kernels",
+    "use_fast_kernels",
 ]
 
 
@@ -45,9 +52,31 @@ def _cuda_fix() -> str:
     return (f"install CuPy for your CUDA version: {install_hint('cuda')} (CUDA 12) or "
             f"{install_hint('cuda13')} (CUDA 13)")
 
-_ALIASES = {"numpy": "numpy", "cpu": "numpy", "cupy": "cupy", "cuda": "cupy", "gpu": "cupy"}
+_ALIASES = {"numpy": "numpy", "cpu": "numpy", "cupy": "cupy", "cuda": "cupy", "gpu": "cupy",
+            "cuda-sim": "cuda-sim"}
 
-_state = {"name": "numpy", "xp": np, "rng": None, "seed": 0}
+_state = {"name": "numpy", "xp": np, "rng": None, "seed": 0, "fast": True}
+
+
+def _enter_simulator():
+    """NumPy arrays, CUDA kernel bodies run by numba's CUDA simulator (tests only)."""
+    import sys
+    numba = sys.modules.get("numba")
+    if numba is not None and not getattr(numba.config, "ENABLE_CUDASIM", False) and "numba.cuda" in sys.modules:
+        raise BackendUnavailable("the cuda-sim backend must be chosen before numba.cuda is imported "
+                                 "(numba reads NUMBA_ENABLE_CUDASIM once); start a new process")
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    if numba is not None:
+        numba.config.ENABLE_CUDASIM = 1
+    from .kernels.cuda import launch
+    try:
+        simulated = launch.simulated()
+    except ImportError as exc:
+        raise BackendUnavailable(f"the cuda-sim backend needs numba-cuda ({exc})") from None
+    if not simulated:
+        raise BackendUnavailable("numba.cuda was imported for a real GPU before the cuda-sim backend was "
+                                 "chosen; start a new process")
+    return np
 
 
 def _load_cupy():
@@ -79,7 +108,7 @@ def use_backend(name: str) -> None:
     key = _ALIASES.get(str(name).lower())
     if key is None:
         raise ValueError(f"unknown backend {name!r}: choose 'numpy' (cpu) or 'cupy' (cuda)")
-    module = np if key == "numpy" else _load_cupy()
+    module = np if key == "numpy" else _enter_simulator() if key == "cuda-sim" else _load_cupy()
     _state["name"] = key
     _state["xp"] = module
     seed(_state["seed"])  # a fresh generator on the new device, same seed
@@ -97,6 +126,22 @@ def name() -> str:
 
 def is_cuda() -> bool:
     return _state["name"] == "cupy"
+
+
+def kernel_device() -> str:
+    """Where the kernels run: ``"cpu"`` (NumPy bodies) or ``"cuda"`` (CUDA bodies, on CuPy
+    arrays, or on NumPy arrays in numba's simulator under the ``"cuda-sim"`` backend)."""
+    return "cpu" if _state["name"] == "numpy" else "cuda"
+
+
+def fast_kernels() -> bool:
+    """Whether kernels that have a faster CPU body (``forward_fast``...) use it."""
+    return _state["fast"]
+
+
+def use_fast_kernels(on: bool) -> None:
+    """Switch the faster CPU bodies on or off (off: every kernel runs its reference body)."""
+    _state["fast"] = bool(on)
 
 
 def to_numpy(array):

@@ -15,7 +15,7 @@ A Function subclass writes two static methods on raw arrays (NumPy or CuPy)::
 
 ``Mul.apply(x, y)`` unwraps Tensor arguments to arrays, runs ``forward``, wraps the
 result in a Tensor and, unless gradients are off, records the node so that
-``Tensor.backward`` can call ``backward`` later. Non-Tensor arguments (axes, shapes,
+``Tensor.backward`` can call its backward later. Non-Tensor arguments (axes, shapes,
 integer ids) pass through unchanged and receive no gradient.
 
 Rules every backward follows (the engine relies on them):
@@ -24,14 +24,23 @@ Rules every backward follows (the engine relies on them):
   * each gradient has exactly the shape and dtype of its input;
   * never modify ``grad`` in place (it may be shared), and return arrays that may
     be written (no read-only broadcast views).
+
+Three bodies, one choice (DESIGN's "three faces of one kernel"). ``forward`` and
+``backward`` are the NumPy reference, what a learner reads. A kernel may also define
+``forward_fast``/``backward_fast`` (a faster CPU version of the same math) and
+``forward_cuda``/``backward_cuda`` (the same math with hand-written CUDA kernels,
+autograd/kernels/cuda/). Which pair runs is decided in one place, ``body_suffix``
+below, from the backend: the kernels' own code never asks which device it is on.
 """
 from __future__ import annotations
 
 import threading
 
 from . import backend
+from .tensor import Tensor
 
-__all__ = ["Function", "Context", "no_grad", "enable_grad", "is_grad_enabled"]
+__all__ = ["Function", "Context", "no_grad", "enable_grad", "is_grad_enabled", "body_suffix", "choose_body",
+           "unbroadcast"]
 
 
 class _GradMode(threading.local):
@@ -81,25 +90,62 @@ def enable_grad():
     return _SetGrad(True)
 
 
+def body_suffix() -> str:
+    """Which body of every kernel runs now: ``"_cuda"`` when kernels run on CUDA (the CuPy
+    backend, or numba's CUDA simulator in the tests), ``"_fast"`` on the CPU while fast
+    bodies are on (the default; ``backend.use_fast_kernels(False)`` runs the references),
+    else ``""``, the NumPy reference. This is the one place that looks at the device."""
+    if backend.kernel_device() == "cuda":
+        return "_cuda"
+    return "_fast" if backend.fast_kernels() else ""
+
+
+def choose_body(kernel, name: str):
+    """``kernel.<name><suffix>`` if the kernel defines that body, else its reference ``<name>``."""
+    suffix = body_suffix()
+    if suffix:
+        chosen = getattr(kernel, name + suffix, None)
+        if chosen is not None:
+            return chosen
+    return getattr(kernel, name)
+
+
 class Context:
-    """What a node keeps for its backward: saved arrays, the inputs, and flags."""
+    """What a node keeps for its backward: saved arrays, the inputs, flags, and which
+    backward body to run (the partner of the forward body that ran). Kernels may set
+    other attributes (``ctx.scale``, ``ctx.shape``) for their backward."""
 
-    __slots__ = ("saved", "inputs", "needs_input_grad", "requires_grad", "fn", "__dict__")
-
-    def __init__(self, fn, inputs, needs_input_grad, requires_grad):
+    def __init__(self, fn, inputs, needs_input_grad, requires_grad, backward):
         self.fn = fn
         self.inputs = inputs                    # Tensors (or None for non-Tensor args)
         self.needs_input_grad = needs_input_grad  # one bool per positional argument
         self.requires_grad = requires_grad      # False: forward may skip saving anything
+        self.backward = backward                # the backward body paired with the forward that ran
         self.saved = ()
 
     def save_for_backward(self, *arrays):
         if self.requires_grad:
             self.saved = arrays
 
+    def run_backward(self, grad):
+        return self.backward(self, grad)
+
 
 class Function:
     """Base class of every differentiable operation; see the module docstring."""
+
+    _bodies = ()                               # the suffixes of the other bodies that implement this class's math
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for suffix in ("_fast", "_cuda"):      # bodies come in pairs: each backward reads its own forward's ctx
+            if hasattr(cls, "forward" + suffix) != hasattr(cls, "backward" + suffix):
+                raise TypeError(f"{cls.__name__} defines one of forward{suffix}/backward{suffix} without the other")
+        # A subclass that rewrites forward or backward (a lesson's deliberately broken kernel)
+        # does not inherit its parent's fast or CUDA bodies: they compute the parent's math.
+        here = [s for s in ("_fast", "_cuda") if "forward" + s in cls.__dict__]
+        rewrites_reference = "forward" in cls.__dict__ or "backward" in cls.__dict__
+        cls._bodies = tuple(here) if rewrites_reference else tuple(dict.fromkeys(cls._bodies + tuple(here)))
 
     @staticmethod
     def forward(ctx, *args, **kwargs):
@@ -111,15 +157,16 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs):
-        from .tensor import Tensor
-
+        suffix = body_suffix()
+        if suffix not in cls._bodies:
+            suffix = ""
         inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
         needs = tuple(t is not None and t.requires_grad for t in inputs)
         requires_grad = _grad_mode.enabled and any(needs)
-        ctx = Context(cls, inputs, needs, requires_grad)
+        ctx = Context(cls, inputs, needs, requires_grad, getattr(cls, "backward" + suffix))
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
-        out = cls.forward(ctx, *raw, **kwargs)
-        result = Tensor(out, requires_grad=requires_grad, _keep=True)
+        out = getattr(cls, "forward" + suffix)(ctx, *raw, **kwargs)
+        result = Tensor.wrap(out, requires_grad=requires_grad)
         if requires_grad:
             result._ctx = ctx
         return result

@@ -28,7 +28,7 @@ def _as_tensor(x, like=None):
         return x
     xp = backend.xp()
     dtype = like.dtype if like is not None and like.dtype.kind == "f" else None
-    return Tensor(xp.asarray(x, dtype=dtype), _keep=True)
+    return Tensor.wrap(xp.asarray(x, dtype=dtype))
 
 
 def _pair(a, b):
@@ -271,9 +271,8 @@ class Permute(Function):
 
     @staticmethod
     def backward(ctx, g):
-        xp = backend.xp()
-        inverse = tuple(int(i) for i in xp.argsort(xp.asarray(ctx.axes)).tolist())
-        return xp.transpose(g, inverse), None
+        inverse = tuple(sorted(range(len(ctx.axes)), key=ctx.axes.__getitem__))   # axis i goes back to axes[i]
+        return backend.xp().transpose(g, inverse), None
 
 
 def _is_advanced(index):

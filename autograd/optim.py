@@ -1,15 +1,7 @@
 """Optimisers, gradient clipping and the learning-rate schedule.
 
-AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", 2019, Algorithm 2),
-written as PyTorch's ``torch.optim.AdamW`` computes it, so that the two agree step for
-step. For each parameter p with gradient g, at step t (from 1):
-
-    p   <- p * (1 - lr * wd)                       decoupled decay: not part of g
-    m   <- m + (1 - beta1) (g - m)                 first moment (running mean of g)
-    v   <- beta2 v + (1 - beta2) g^2               second moment (running mean of g^2)
-    m^  =  m / (1 - beta1^t)                       bias corrections: m and v start at 0
-    v^  =  v / (1 - beta2^t)
-    p   <- p - lr * m^ / (sqrt(v^) + eps)
+AdamW's update, with its formulas, is a kernel like the others: kernels/adamw.py (its
+NumPy body, and its CUDA body chosen where the engine chooses every kernel's body).
 
 Which parameters decay: ``decay_groups`` puts every parameter with two or more axes
 (the weight matrices, and the token and position embeddings, as nanoGPT does) in a
@@ -24,7 +16,8 @@ from __future__ import annotations
 import math
 
 from . import backend
-from .kernels import cuda
+from .function import choose_body
+from .kernels import adamw
 
 __all__ = ["AdamW", "SGD", "clip_grad_norm", "decay_groups", "WarmupCosine"]
 
@@ -117,6 +110,7 @@ class AdamW(Optimizer):
 
     def step(self):
         xp = backend.xp()
+        update = choose_body(adamw, "update")           # NumPy or CUDA: adamw.update(_cuda)
         for group, p in self._params():
             g = p.grad
             if g is None:
@@ -127,28 +121,7 @@ class AdamW(Optimizer):
                 state = {"step": 0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
                 self.state[id(p)] = state
             state["step"] += 1
-            t = state["step"]
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            if backend.is_cuda():  # the same update, fused: one pass over p, g, m, v
-                cuda.adamw_step(p.data, g, m, v, lr, beta1, beta2, eps, wd, lr / (1.0 - beta1 ** t),
-                                math.sqrt(1.0 - beta2 ** t))
-                continue
-            if wd:
-                p.data *= 1.0 - lr * wd                     # decoupled decay
-            tmp = g - m
-            tmp *= 1.0 - beta1
-            m += tmp                                        # m <- m + (1 - beta1)(g - m)
-            xp.multiply(g, g, out=tmp)
-            tmp *= 1.0 - beta2
-            v *= beta2
-            v += tmp                                        # v <- beta2 v + (1 - beta2) g^2
-            step_size = lr / (1.0 - beta1 ** t)             # lr / (1 - beta1^t): m^ folded in
-            xp.sqrt(v, out=tmp)
-            tmp /= math.sqrt(1.0 - beta2 ** t)              # sqrt(v^)
-            tmp += eps
-            xp.divide(m, tmp, out=tmp)
-            tmp *= step_size
-            p.data -= tmp                                   # p <- p - lr m^ / (sqrt(v^) + eps)
+            update(p.data, g, state["exp_avg"], state["exp_avg_sq"], lr, beta1, beta2, eps, wd, state["step"])
 
 
 class SGD(Optimizer):
@@ -197,14 +170,9 @@ def clip_grad_norm(params, max_norm):
         flat = g.reshape(-1)
         total += xp.dot(flat, flat)                  # sum of squares, float32 dot into float64
     norm = xp.sqrt(total)
-    coef = max_norm / (norm + 1e-6)
-    if backend.is_cuda():                            # no host round trip: multiply by min(coef, 1)
-        coef = xp.minimum(coef, 1.0)
-        for g in grads:
-            g *= coef.astype(g.dtype)
-    elif coef < 1.0:
-        for g in grads:
-            g *= g.dtype.type(coef)
+    coef = xp.minimum(max_norm / (norm + 1e-6), 1.0)  # min(coef, 1): no "if", so no read back from a GPU
+    for g in grads:
+        g *= coef.astype(g.dtype)
     return norm
 
 

@@ -2,19 +2,26 @@
 
 A Tensor holds ``data`` (a NumPy or CuPy array), ``grad`` (filled by ``backward``
 for tensors that require it) and, when it was produced by a recorded operation,
-``_ctx``: the Function node that made it, which remembers its inputs.
+``_ctx``: the Context of the Function node that made it, which remembers its inputs.
 
 ``loss.backward()`` walks those nodes from the loss back to the leaves in reverse
-topological order (computed with an explicit stack, so a graph of any depth is fine),
-calls each node's hand-written ``backward`` once with the sum of all gradients that
-reached it, and accumulates into ``.grad`` of the leaves that require grad.
+topological order (``backward_order``, computed with an explicit stack, so a graph of
+any depth is fine), calls each node's hand-written backward once with the sum of all
+gradients that reached it, and accumulates into ``.grad`` of the leaves that require it.
+This file and function.py are the engine's core (the tape); nothing here knows any
+particular operation.
+
+Operators and methods (``x + y``, ``x @ w``, ``x[i]``, ``x.sum()``, ``x.softmax()`` ...)
+are Functions defined above this core, in ops.py and kernels/. They are attached to
+Tensor by ``autograd/__init__.py`` once everything is loaded (see
+``functional.attach_tensor_methods``), so that imports only go one way: backend ->
+tensor -> function -> ops, kernels -> functional -> nn, optim.
 """
 from __future__ import annotations
 
 from . import backend
-from .function import is_grad_enabled
 
-__all__ = ["Tensor", "tensor"]
+__all__ = ["Tensor", "tensor", "backward_order"]
 
 _DTYPES = {"float32", "float64", "float16", "bfloat16", "int32", "int64", "uint16", "uint8", "bool"}
 
@@ -47,20 +54,29 @@ class Tensor:
 
     __array_priority__ = 1000  # so that ndarray (op) Tensor defers to Tensor's operators
 
-    def __init__(self, data, dtype=None, requires_grad=False, name=None, _keep=False):
+    def __init__(self, data, dtype=None, requires_grad=False, name=None):
         xp = backend.xp()
         if isinstance(data, Tensor):
             data = data.data
-        if _keep:
-            array = data  # produced by an op: already an array of the right dtype
-        else:
-            want = _resolve_dtype(dtype)
-            is_array = hasattr(data, "dtype")              # NumPy/CuPy arrays and NumPy scalars
-            array = backend.asarray(data)
-            if want is None and not is_array and array.dtype.kind == "f" and array.dtype != xp.float32:
-                want = xp.dtype("float32")                 # Python floats: float32, as torch.tensor
-            if want is not None and array.dtype != want:
-                array = array.astype(want)
+        want = _resolve_dtype(dtype)
+        is_array = hasattr(data, "dtype")              # NumPy/CuPy arrays and NumPy scalars
+        array = backend.asarray(data)
+        if want is None and not is_array and array.dtype.kind == "f" and array.dtype != xp.float32:
+            want = xp.dtype("float32")                 # Python floats: float32, as torch.tensor
+        if want is not None and array.dtype != want:
+            array = array.astype(want)
+        self._init(array, requires_grad, name)
+
+    @classmethod
+    def wrap(cls, array, requires_grad=False, name=None):
+        """A Tensor around ``array`` exactly as it is: no copy, no dtype change, no check
+        that it belongs to the active backend. For arrays the engine made itself (a
+        Function's output, a slice of a KV cache); ``Tensor(data)`` is for everything else."""
+        tensor = cls.__new__(cls)
+        tensor._init(array, requires_grad, name)
+        return tensor
+
+    def _init(self, array, requires_grad, name):
         self.data = array
         self.grad = None
         self.requires_grad = bool(requires_grad)
@@ -106,11 +122,11 @@ class Tensor:
 
     def detach(self):
         """The same values, cut from the graph (shares memory, requires no grad)."""
-        return Tensor(self.data, requires_grad=False, _keep=True)
+        return Tensor.wrap(self.data)
 
     def astype(self, dtype):
         """A copy in another dtype, cut from the graph."""
-        return Tensor(self.data.astype(_resolve_dtype(dtype)), requires_grad=False, _keep=True)
+        return Tensor.wrap(self.data.astype(_resolve_dtype(dtype)))
 
     def zero_grad(self):
         self.grad = None
@@ -138,7 +154,7 @@ class Tensor:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape}, expected {self.shape}")
 
         grads = {id(self): grad}
-        for node in _reverse_topological(self):
+        for node in backward_order(self):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
@@ -147,7 +163,7 @@ class Tensor:
                 if node.requires_grad:
                     node.grad = g if node.grad is None else node.grad + g
                 continue
-            input_grads = ctx.fn.backward(ctx, g)
+            input_grads = ctx.run_backward(g)     # the node's hand-written backward
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             seen = set()
@@ -161,49 +177,6 @@ class Tensor:
                 grads[key] = ig if key not in grads else grads[key] + ig
             if not retain_graph:
                 node._ctx = None  # release the saved arrays as we go
-
-    # ------------------------------------------------------------------ operators
-    def __add__(self, other):
-        return ops.add(self, other)
-
-    def __radd__(self, other):
-        return ops.add(other, self)
-
-    def __sub__(self, other):
-        return ops.sub(self, other)
-
-    def __rsub__(self, other):
-        return ops.sub(other, self)
-
-    def __mul__(self, other):
-        return ops.mul(self, other)
-
-    def __rmul__(self, other):
-        return ops.mul(other, self)
-
-    def __truediv__(self, other):
-        return ops.div(self, other)
-
-    def __rtruediv__(self, other):
-        return ops.div(other, self)
-
-    def __neg__(self):
-        return ops.neg(self)
-
-    def __pow__(self, exponent):
-        return ops.pow(self, exponent)
-
-    def __rpow__(self, base):
-        return ops.pow(base, self)
-
-    def __matmul__(self, other):
-        return ops.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return ops.matmul(other, self)
-
-    def __getitem__(self, index):
-        return ops.getitem(self, index)
 
     # Comparisons give plain boolean tensors (no gradient), handy for masks.
     def __lt__(self, other):
@@ -220,62 +193,6 @@ class Tensor:
 
     __hash__ = object.__hash__
 
-    # ------------------------------------------------------------------ methods
-    def sum(self, axis=None, keepdims=False):
-        return ops.sum(self, axis, keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return ops.mean(self, axis, keepdims)
-
-    def max(self, axis=None, keepdims=False):
-        return ops.max(self, axis, keepdims)
-
-    def reshape(self, *shape):
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        return ops.reshape(self, shape)
-
-    def view(self, *shape):
-        return self.reshape(*shape)
-
-    def transpose(self, axis1=-2, axis2=-1):
-        return ops.transpose(self, axis1, axis2)
-
-    def permute(self, *axes):
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = tuple(axes[0])
-        return ops.permute(self, axes)
-
-    @property
-    def T(self):
-        return ops.permute(self, tuple(reversed(range(self.ndim))))
-
-    def exp(self):
-        return ops.exp(self)
-
-    def log(self):
-        return ops.log(self)
-
-    def sqrt(self):
-        return ops.sqrt(self)
-
-    def tanh(self):
-        return ops.tanh(self)
-
-    def masked_fill(self, mask, value):
-        return ops.masked_fill(self, mask, value)
-
-    def softmax(self, axis=-1):
-        from .kernels.softmax import softmax
-        return softmax(self, axis)
-
-    def log_softmax(self, axis=-1):
-        from .kernels.softmax import log_softmax
-        return log_softmax(self, axis)
-
-    def split(self, size_or_sections, axis=0):
-        return ops.split(self, size_or_sections, axis)
-
 
 def _raw(x):
     return x.data if isinstance(x, Tensor) else x
@@ -286,9 +203,10 @@ def tensor(data, dtype=None, requires_grad=False):
     return Tensor(data, dtype=dtype, requires_grad=requires_grad)
 
 
-def _reverse_topological(root):
+def backward_order(root):
     """Every tensor that ``root`` depends on through recorded nodes, each after all the
-    tensors that use it (so a node's gradient is complete before it is propagated).
+    tensors that use it (so a node's gradient is complete before it is propagated): the
+    order in which ``backward`` visits them, ``root`` first.
 
     Iterative depth-first post-order with an explicit stack: no recursion limit.
     """
@@ -309,8 +227,3 @@ def _reverse_topological(root):
                     stack.append((inp, False))
     order.reverse()
     return order
-
-
-from . import ops  # noqa: E402  (ops needs Tensor defined first)
-
-_ = is_grad_enabled  # re-exported through autograd/__init__

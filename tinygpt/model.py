@@ -111,7 +111,7 @@ class LayerCache:
         self.k[:, :, self.length:end] = k.data
         self.v[:, :, self.length:end] = v.data
         self.length = end
-        return Tensor(self.k[:, :, :end], _keep=True), Tensor(self.v[:, :, :end], _keep=True)
+        return Tensor.wrap(self.k[:, :, :end]), Tensor.wrap(self.v[:, :, :end])
 
 
 class KVCache:

@@ -34,6 +34,7 @@ import math
 from .. import backend
 from ..function import Function
 from . import cuda
+from .softmax import softmax_backward_inplace, softmax_inplace
 
 _MASKS = {}
 
@@ -43,7 +44,7 @@ def _future_bias(tq: int, tk: int, dtype):
 
     Adding it to the scores is one broadcast add; cached per shape and dtype."""
     xp = backend.xp()
-    key = (tq, tk, str(dtype), backend.name())
+    key = (tq, tk, str(dtype), xp.__name__)                  # numpy or cupy arrays
     bias = _MASKS.get(key)
     if bias is None:
         future = xp.triu(xp.ones((tq, tk), dtype=bool), k=tk - tq + 1)
@@ -54,33 +55,27 @@ def _future_bias(tq: int, tk: int, dtype):
     return bias
 
 
+def _check(q, k, v):
+    if q.ndim != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"causal_attention: expected q (B, nh, Tq, hs) and k, v (B, nh, Tk, hs), "
+                         f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    tq, tk, hs = q.shape[2], k.shape[2], q.shape[3]
+    if tk < tq:
+        raise ValueError(f"causal_attention: {tk} keys cannot serve {tq} queries")
+    return tq, tk, 1.0 / math.sqrt(hs)
+
+
 class CausalAttention(Function):
     @staticmethod
     def forward(ctx, q, k, v, weights=None):
         xp = backend.xp()
-        if q.ndim != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
-            raise ValueError(f"causal_attention: expected q (B, nh, Tq, hs) and k, v (B, nh, Tk, hs), "
-                             f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-        tq, tk, hs = q.shape[2], k.shape[2], q.shape[3]
-        if tk < tq:
-            raise ValueError(f"causal_attention: {tk} keys cannot serve {tq} queries")
-        scale = 1.0 / math.sqrt(hs)
+        tq, tk, scale = _check(q, k, v)
         att = q @ xp.swapaxes(k, -1, -2)                     # (B, nh, Tq, Tk), q k^T
-        if backend.is_cuda():                                # scale, mask and softmax: one CUDA kernel
-            cuda.causal_softmax_forward(att, scale)          # P
-        else:
-            att *= scale                                     # S
-            if tq > 1:                                       # one query sees every key: no mask
-                att += _future_bias(tq, tk, att.dtype)       # -inf on the future
-            att -= att.max(axis=-1, keepdims=True)           # stable softmax, row by row
-            xp.exp(att, out=att)
-            att /= att.sum(axis=-1, keepdims=True)           # P
-        if weights is not None:                              # asked for: hand P out (read only)
-            weights.append(att)
-        out = att @ v                                        # (B, nh, Tq, hs)
-        ctx.save_for_backward(q, k, v, att)
-        ctx.scale = scale
-        return out
+        att *= scale                                         # S
+        if tq > 1:                                           # one query sees every key: no mask
+            att += _future_bias(tq, tk, att.dtype)           # -inf on the future
+        softmax_inplace(att)                                 # P, row by row
+        return _finish_forward(ctx, q, k, v, att, scale, weights)
 
     @staticmethod
     def backward(ctx, g):
@@ -88,16 +83,38 @@ class CausalAttention(Function):
         q, k, v, p = ctx.saved
         dv = xp.swapaxes(p, -1, -2) @ g                      # (B, nh, Tk, hs), P^T g
         ds = g @ xp.swapaxes(v, -1, -2)                      # (B, nh, Tq, Tk), dP = g v^T
-        if backend.is_cuda():
-            cuda.softmax_backward(p, ds, ctx.scale)          # dS / sqrt(hs), in place
-        else:
-            row = (ds * p).sum(axis=-1, keepdims=True)       # (B, nh, Tq, 1), sum_l dP P
-            ds -= row
-            ds *= p                                          # dS, zero where masked
-            ds *= ctx.scale                                  # fold 1/sqrt(hs) in once
+        softmax_backward_inplace(p, ds)                      # dS, zero where masked
+        ds *= ctx.scale                                      # fold 1/sqrt(hs) in once
         dq = ds @ k                                          # (B, nh, Tq, hs)
         dk = xp.swapaxes(ds, -1, -2) @ q                     # (B, nh, Tk, hs)
         return dq, dk, dv
+
+    @staticmethod
+    def forward_cuda(ctx, q, k, v, weights=None):
+        """The same, with scale, mask and softmax in one CUDA kernel (a block per row)."""
+        xp = backend.xp()
+        _, _, scale = _check(q, k, v)
+        att = q @ xp.swapaxes(k, -1, -2)                     # (B, nh, Tq, Tk), q k^T
+        cuda.causal_softmax_forward(att, scale)              # P, in place
+        return _finish_forward(ctx, q, k, v, att, scale, weights)
+
+    @staticmethod
+    def backward_cuda(ctx, g):
+        """The same, with the softmax backward and the scale in one CUDA kernel."""
+        xp = backend.xp()
+        q, k, v, p = ctx.saved
+        dv = xp.swapaxes(p, -1, -2) @ g                      # P^T g
+        ds = g @ xp.swapaxes(v, -1, -2)                      # dP = g v^T
+        cuda.softmax_backward(p, ds, ctx.scale)              # dS / sqrt(hs), in place
+        return ds @ k, xp.swapaxes(ds, -1, -2) @ q, dv
+
+
+def _finish_forward(ctx, q, k, v, p, scale, weights):
+    if weights is not None:                                  # asked for: hand P out (read only)
+        weights.append(p)
+    ctx.save_for_backward(q, k, v, p)
+    ctx.scale = scale
+    return p @ v                                             # (B, nh, Tq, hs)
 
 
 def causal_attention(q, k, v, weights=None):

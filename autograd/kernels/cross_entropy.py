@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..function import Function
+from ..tensor import Tensor
 
 CHUNK_ELEMENTS = 1 << 22   # about 16 MB of float32 per chunk
 
@@ -36,37 +37,31 @@ def _chunks(n_rows: int, n_cols: int):
         yield start, min(n_rows, start + step)
 
 
+def _targets(z, targets, ignore_index):
+    """targets as (N,) integers checked against the (N, V) logits, and keep = t != ignore_index."""
+    if z.ndim != 2:
+        raise ValueError(f"cross_entropy: logits must be (N, V), got shape {tuple(z.shape)}")
+    targets = backend.xp().asarray(targets).reshape(-1)
+    if targets.shape[0] != z.shape[0]:
+        raise ValueError(f"cross_entropy: {z.shape[0]} rows of logits but {targets.shape[0]} targets")
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integers, got {targets.dtype}")
+    return targets, targets != ignore_index
+
+
+def check_target_range(name, targets, keep, vocab):
+    """One clear IndexError for a kept target outside [0, V). Reads the device: CPU only."""
+    bad = keep & ((targets < 0) | (targets >= vocab))
+    if bad.any():
+        raise IndexError(f"{name}: target {int(targets[bad][0])} is outside [0, {vocab})")
+
+
 class CrossEntropy(Function):
     @staticmethod
     def forward(ctx, z, targets, ignore_index=-1):
-        xp = backend.xp()
-        if z.ndim != 2:
-            raise ValueError(f"cross_entropy: logits must be (N, V), got shape {tuple(z.shape)}")
-        targets = xp.asarray(targets).reshape(-1)
-        n_rows, vocab = z.shape
-        if targets.shape[0] != n_rows:
-            raise ValueError(f"cross_entropy: {n_rows} rows of logits but {targets.shape[0]} targets")
-        if targets.dtype.kind not in "iu":
-            raise TypeError(f"cross_entropy: targets must be integers, got {targets.dtype}")
-        keep = targets != ignore_index                                # (N,)
-        if not backend.is_cuda():  # a host-side check; on CUDA it would force a sync
-            bad = keep & ((targets < 0) | (targets >= vocab))
-            if bad.any():
-                raise IndexError(f"cross_entropy: target {int(targets[bad][0])} is outside [0, {vocab})")
-        safe_targets = xp.where(keep, targets, 0)                     # ignored rows read column 0
-        lse = xp.empty(n_rows, dtype=z.dtype)                         # (N,)
-        for a, b in _chunks(n_rows, vocab):
-            block = z[a:b]                                            # (rows, V)
-            m = block.max(axis=1, keepdims=True)                      # (rows, 1)
-            e = block - m
-            xp.exp(e, out=e)
-            lse[a:b] = (m + xp.log(e.sum(axis=1, keepdims=True)))[:, 0]
-        picked = z[xp.arange(n_rows), safe_targets]                   # (N,), z_{i, t_i}
-        n_kept = keep.sum()
-        per_row = xp.where(keep, lse - picked, 0)
-        loss = per_row.sum() / xp.maximum(n_kept, 1)
-        ctx.save_for_backward(z, lse, safe_targets, keep, n_kept)
-        return xp.asarray(loss, dtype=z.dtype)
+        targets, keep = _targets(z, targets, ignore_index)           # (N,), (N,)
+        check_target_range("cross_entropy", targets, keep, z.shape[1])
+        return _forward(ctx, z, targets, keep)
 
     @staticmethod
     def backward(ctx, g):
@@ -85,11 +80,36 @@ class CrossEntropy(Function):
             block *= row_scale[a:b]                                   # * g / n, or 0 if ignored
         return dz, None, None
 
+    @staticmethod
+    def forward_cuda(ctx, z, targets, ignore_index=-1):
+        """The same, without the range check (it would read the GPU back at every call)."""
+        return _forward(ctx, z, *_targets(z, targets, ignore_index))
+
+    backward_cuda = backward
+
+
+def _forward(ctx, z, targets, keep):
+    xp = backend.xp()
+    n_rows, vocab = z.shape
+    safe_targets = xp.where(keep, targets, 0)                     # ignored rows read column 0
+    lse = xp.empty(n_rows, dtype=z.dtype)                         # (N,)
+    for a, b in _chunks(n_rows, vocab):
+        block = z[a:b]                                            # (rows, V)
+        m = block.max(axis=1, keepdims=True)                      # (rows, 1)
+        e = block - m
+        xp.exp(e, out=e)
+        lse[a:b] = (m + xp.log(e.sum(axis=1, keepdims=True)))[:, 0]
+    picked = z[xp.arange(n_rows), safe_targets]                   # (N,), z_{i, t_i}
+    n_kept = keep.sum()
+    per_row = xp.where(keep, lse - picked, 0)
+    loss = per_row.sum() / xp.maximum(n_kept, 1)
+    ctx.save_for_backward(z, lse, safe_targets, keep, n_kept)
+    return xp.asarray(loss, dtype=z.dtype)
+
 
 def cross_entropy(logits, targets, ignore_index=-1):
     """Mean softmax cross-entropy of ``logits`` (N, V) against integer ``targets`` (N,),
     leaving out rows whose target is ``ignore_index``."""
-    from ..tensor import Tensor
     if isinstance(targets, Tensor):
         targets = targets.data
     return CrossEntropy.apply(logits, targets, ignore_index)

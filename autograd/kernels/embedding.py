@@ -23,18 +23,23 @@ from __future__ import annotations
 
 from .. import backend
 from ..function import Function
+from ..tensor import Tensor
 from . import cuda
+
+
+def _ids(ids):
+    ids = backend.xp().asarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"embedding: ids must be integers, got {ids.dtype}")
+    return ids
 
 
 class Embedding(Function):
     @staticmethod
     def forward(ctx, ids, weight):
-        xp = backend.xp()
-        ids = xp.asarray(ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"embedding: ids must be integers, got {ids.dtype}")
+        ids = _ids(ids)
         vocab = weight.shape[0]
-        if ids.size and not backend.is_cuda():  # a host-side check; on CUDA it would force a sync
+        if ids.size:                                         # out-of-range ids: one clear error
             low, high = int(ids.min()), int(ids.max())
             if low < 0 or high >= vocab:
                 bad = low if low < 0 else high
@@ -45,20 +50,33 @@ class Embedding(Function):
 
     @staticmethod
     def backward(ctx, g):
-        xp = backend.xp()
         (ids,) = ctx.saved
         vocab, channels = ctx.weight_shape
-        dw = xp.zeros((vocab, channels), dtype=ctx.dtype)    # (V, C)
-        if backend.is_cuda():                                # atomic adds, one thread per element
-            cuda.embedding_backward(ids.reshape(-1), g.reshape(-1, channels), dw)
-        else:
-            backend.scatter_add_rows(dw, ids.reshape(-1), g.reshape(-1, channels))
+        dw = backend.xp().zeros((vocab, channels), dtype=ctx.dtype)   # (V, C)
+        backend.scatter_add_rows(dw, ids.reshape(-1), g.reshape(-1, channels))
+        return None, dw
+
+    @staticmethod
+    def forward_cuda(ctx, ids, weight):
+        """The same gather, without the range check: reading ids back to the host would
+        stall the GPU at every step (CuPy's indexing wraps or clips instead of raising)."""
+        ids = _ids(ids)
+        ctx.save_for_backward(ids)
+        ctx.weight_shape, ctx.dtype = weight.shape, weight.dtype
+        return weight[ids]
+
+    @staticmethod
+    def backward_cuda(ctx, g):
+        """The scatter-add with atomic adds, one GPU thread per element (cuda/embedding.py)."""
+        (ids,) = ctx.saved
+        vocab, channels = ctx.weight_shape
+        dw = backend.xp().zeros((vocab, channels), dtype=ctx.dtype)
+        cuda.embedding_backward(ids.reshape(-1), g.reshape(-1, channels), dw)
         return None, dw
 
 
 def embedding(ids, weight):
     """Rows of ``weight`` (V, C) picked by integer ``ids``; returns (..., C)."""
-    from ..tensor import Tensor
     if isinstance(ids, Tensor):
         ids = ids.data
     return Embedding.apply(ids, weight)

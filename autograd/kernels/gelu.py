@@ -15,8 +15,7 @@ Backward (g = dL/dy), with t = tanh(u) and dt/du = 1 - t^2:
 The forward saves x and t = tanh(u): the backward then needs no tanh (the costliest
 elementwise function here), at the price of keeping t between the passes. (PyTorch's
 autograd, running Hugging Face's GELU as separate operations, keeps more: x, x^3, u
-and tanh(u).) Both passes walk the rows in parallel threads, one per core, since
-NumPy's elementwise loops use one core each.
+and tanh(u).)
 """
 from __future__ import annotations
 
@@ -34,13 +33,24 @@ class GELU(Function):
     @staticmethod
     def forward(ctx, x):
         xp = backend.xp()
+        t = xp.tanh(K * (x + C * x ** 3))                     # t = tanh(u)
+        ctx.save_for_backward(x, t)
+        return 0.5 * x * (1.0 + t)                           # y = 0.5 x (1 + t)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.saved
+        du = K * (1.0 + 3.0 * C * x * x)                     # du/dx
+        dydx = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
+        return (g * dydx,)                                   # dL/dx = g dy/dx
+
+    @staticmethod
+    def forward_fast(ctx, x):
+        """The same arithmetic in place, in one buffer per output, and split over the
+        cores by rows: NumPy's elementwise loops use one core, and each temporary of the
+        reference costs a pass over memory. Buys about 2x on 2 cores."""
+        xp = backend.xp()
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)   # rows for the threads
-        ctx.shape = x.shape
-        if backend.is_cuda():                    # the same math, fused in one CUDA kernel
-            x2 = xp.ascontiguousarray(x2)
-            y, t = cuda.gelu_forward(x2)
-            ctx.save_for_backward(x2, t)
-            return y.reshape(x.shape)
         y, t = xp.empty_like(x2), xp.empty_like(x2)
 
         def rows(a, b):
@@ -56,15 +66,14 @@ class GELU(Function):
             yr *= 0.5                            # y = 0.5 x (1 + t)
         backend.parallel_rows(rows, x2.shape[0])
         ctx.save_for_backward(x2, t)
+        ctx.shape = x.shape
         return y.reshape(x.shape)
 
     @staticmethod
-    def backward(ctx, g):
+    def backward_fast(ctx, g):
         xp = backend.xp()
         x2, t = ctx.saved
         g2 = g.reshape(x2.shape)
-        if backend.is_cuda():
-            return (cuda.gelu_backward(g2, x2, t).reshape(ctx.shape),)
         dx = xp.empty_like(x2)
 
         def rows(a, b):
@@ -83,6 +92,19 @@ class GELU(Function):
             out *= g2[a:b]                       # dL/dx = g dy/dx
         backend.parallel_rows(rows, x2.shape[0])
         return (dx.reshape(ctx.shape),)
+
+    @staticmethod
+    def forward_cuda(ctx, x):
+        """The same math, fused in one CUDA kernel (cuda/gelu.py)."""
+        x = backend.xp().ascontiguousarray(x)
+        y, t = cuda.gelu_forward(x)
+        ctx.save_for_backward(x, t)
+        return y
+
+    @staticmethod
+    def backward_cuda(ctx, g):
+        x, t = ctx.saved
+        return (cuda.gelu_backward(g, x, t),)
 
 
 def gelu(x):

@@ -37,20 +37,26 @@ from ..function import Function
 from . import cuda
 
 
+def _rows(x, weight, bias):
+    """x as (N, C) rows, after checking weight and bias against its C."""
+    channels = x.shape[-1]
+    if weight.shape != (channels,) or (bias is not None and bias.shape != (channels,)):
+        raise ValueError(f"layer_norm: input has {channels} channels but weight/bias have shapes "
+                         f"{tuple(weight.shape)}/{None if bias is None else tuple(bias.shape)}")
+    return x.reshape(-1, channels)
+
+
+def _param_grads(ctx, g2, xhat):
+    dw = (g2 * xhat).sum(axis=0) if ctx.needs_input_grad[1] else None   # (C,)
+    db = g2.sum(axis=0) if ctx.needs_input_grad[2] else None            # (C,), None without bias
+    return dw, db
+
+
 class LayerNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps=1e-5):
         xp = backend.xp()
-        channels = x.shape[-1]
-        if weight.shape != (channels,) or (bias is not None and bias.shape != (channels,)):
-            raise ValueError(f"layer_norm: input has {channels} channels but weight/bias have shapes "
-                             f"{tuple(weight.shape)}/{None if bias is None else tuple(bias.shape)}")
-        x2 = x.reshape(-1, channels)                          # (N, C)
-        if backend.is_cuda():                                 # the same math, one CUDA block per row
-            y, xhat, rstd = cuda.layernorm_forward(x2, weight, bias, eps)
-            ctx.save_for_backward(xhat, rstd, weight)
-            ctx.shape = x.shape
-            return y.reshape(x.shape)
+        x2 = _rows(x, weight, bias)                           # (N, C)
         mu = x2.mean(axis=1, keepdims=True)                   # (N, 1)
         xhat = x2 - mu                                        # (N, C), x - mu
         var = xp.mean(xhat * xhat, axis=1, keepdims=True)     # (N, 1)
@@ -66,14 +72,10 @@ class LayerNorm(Function):
     @staticmethod
     def backward(ctx, g):
         xhat, rstd, weight = ctx.saved
-        channels = xhat.shape[1]
-        g2 = g.reshape(-1, channels)                          # (N, C)
-        dw = (g2 * xhat).sum(axis=0) if ctx.needs_input_grad[1] else None   # (C,)
-        db = g2.sum(axis=0) if ctx.needs_input_grad[2] else None            # (C,), None without bias
+        g2 = g.reshape(xhat.shape)                            # (N, C)
+        dw, db = _param_grads(ctx, g2, xhat)
         dx = None
-        if ctx.needs_input_grad[0] and backend.is_cuda():
-            dx = cuda.layernorm_backward_dx(g2, xhat, rstd, weight).reshape(ctx.shape)
-        elif ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0]:
             dxhat = g2 * weight                               # (N, C)
             mean_dxhat = dxhat.mean(axis=1, keepdims=True)    # (N, 1)
             mean_dxhat_xhat = (dxhat * xhat).mean(axis=1, keepdims=True)  # (N, 1)
@@ -81,6 +83,22 @@ class LayerNorm(Function):
             dx -= xhat * mean_dxhat_xhat                      # path through var
             dx *= rstd
             dx = dx.reshape(ctx.shape)
+        return dx, dw, db, None
+
+    @staticmethod
+    def forward_cuda(ctx, x, weight, bias, eps=1e-5):
+        """The same math, one CUDA block per row (cuda/layernorm.py)."""
+        y, xhat, rstd = cuda.layernorm_forward(_rows(x, weight, bias), weight, bias, eps)
+        ctx.save_for_backward(xhat, rstd, weight)
+        ctx.shape = x.shape
+        return y.reshape(x.shape)
+
+    @staticmethod
+    def backward_cuda(ctx, g):
+        xhat, rstd, weight = ctx.saved
+        g2 = g.reshape(xhat.shape)
+        dw, db = _param_grads(ctx, g2, xhat)                  # column sums: CuPy's reductions
+        dx = cuda.layernorm_backward_dx(g2, xhat, rstd, weight).reshape(ctx.shape) if ctx.needs_input_grad[0] else None
         return dx, dw, db, None
 
 

@@ -31,72 +31,78 @@ from __future__ import annotations
 
 from .. import backend
 from ..function import Function
+from ..tensor import Tensor
 from . import cuda
+from .cross_entropy import check_target_range
 
 CHUNK_ELEMENTS = 1 << 24   # about 64 MB of float32 logits per chunk of rows (large chunks keep the GEMM efficient)
 CACHE_ELEMENTS = 1 << 17   # about 512 KB: the rows one core works through at a time
 
 
+def softmax_xent_rows(z, targets, row_scale, losses, write_grad):
+    """In place on a chunk of logits z (rows, V): losses[i] = lse_i - z[i, t_i], and, when
+    ``write_grad``, z <- row_scale * (softmax(z) - onehot(t)) (row_scale (rows, 1): 1/n, or 0
+    for an ignored row). The reference; cuda.softmax_xent_rows is the same, a block per row."""
+    xp = backend.xp()
+    rows = xp.arange(z.shape[0])
+    picked = z[rows, targets]                                           # z_{i, t_i}
+    m = z.max(axis=1, keepdims=True)                                    # (rows, 1)
+    z -= m
+    xp.exp(z, out=z)                                                    # exp(z_ij - m_i)
+    s = z.sum(axis=1, keepdims=True)                                    # (rows, 1)
+    losses[:] = m[:, 0] + xp.log(s[:, 0]) - picked                      # lse_i - z_{i,t_i}
+    if write_grad:
+        z *= row_scale / s                                              # softmax(z_i) / n
+        z[rows, targets] -= row_scale[:, 0]                             # - onehot(t_i) / n
+
+
+def _softmax_xent_rows_threads(z, targets, row_scale, losses, write_grad):
+    """The same, split over the cores, a few rows at a time so that the five passes over
+    each row (pick, max, subtract-exp, sum, scale) stay in the core's cache."""
+    in_cache = max(1, CACHE_ELEMENTS // z.shape[1])
+
+    def rows(lo, hi):
+        for a in range(lo, hi, in_cache):
+            b = min(hi, a + in_cache)
+            softmax_xent_rows(z[a:b], targets[a:b], row_scale[a:b], losses[a:b], write_grad)
+    backend.parallel_rows(rows, z.shape[0])
+
+
+def _forward(ctx, x, weight, targets, ignore_index, rows_kernel, check_range):
+    xp = backend.xp()
+    vocab, channels = weight.shape
+    if x.shape[-1] != channels:
+        raise ValueError(f"linear_cross_entropy: input has {x.shape[-1]} features, weight is {tuple(weight.shape)}")
+    x2 = x.reshape(-1, channels)                                        # (N, C)
+    n_rows = x2.shape[0]
+    targets = xp.asarray(targets).reshape(-1)
+    if targets.shape[0] != n_rows:
+        raise ValueError(f"linear_cross_entropy: {n_rows} rows but {targets.shape[0]} targets")
+    keep = targets != ignore_index                                      # (N,)
+    if check_range:
+        check_target_range("linear_cross_entropy", targets, keep, vocab)
+    safe_targets = xp.where(keep, targets, 0)
+    inv_n = 1.0 / xp.maximum(keep.sum().astype(x2.dtype), 1)            # 1/n, kept on the device
+    row_scale = (keep * inv_n).astype(x2.dtype)[:, None]                # (N, 1): 1/n, or 0 if ignored
+    if ctx.requires_grad:
+        probs = xp.empty((n_rows, vocab), dtype=x2.dtype)               # becomes P, chunk by chunk
+    losses = xp.empty(n_rows, dtype=xp.float64)                         # lse_i - z_{i,t_i}
+    step = max(1, CHUNK_ELEMENTS // vocab)
+    for a in range(0, n_rows, step):
+        b = min(n_rows, a + step)
+        z = probs[a:b] if ctx.requires_grad else xp.empty((b - a, vocab), dtype=x2.dtype)
+        xp.matmul(x2[a:b], weight.T, out=z)                             # z = x W^T for these rows
+        rows_kernel(z, safe_targets[a:b], row_scale[a:b], losses[a:b], ctx.requires_grad)
+    if ctx.requires_grad:
+        ctx.save_for_backward(x2, weight, probs)
+        ctx.x_shape = x.shape
+    return xp.asarray((losses * keep).sum() * inv_n, dtype=x2.dtype)
+
+
 class LinearCrossEntropy(Function):
     @staticmethod
     def forward(ctx, x, weight, targets, ignore_index=-1):
-        xp = backend.xp()
-        vocab, channels = weight.shape
-        if x.shape[-1] != channels:
-            raise ValueError(f"linear_cross_entropy: input has {x.shape[-1]} features, weight is {tuple(weight.shape)}")
-        x2 = x.reshape(-1, channels)                                        # (N, C)
-        n_rows = x2.shape[0]
-        targets = xp.asarray(targets).reshape(-1)
-        if targets.shape[0] != n_rows:
-            raise ValueError(f"linear_cross_entropy: {n_rows} rows but {targets.shape[0]} targets")
-        keep = targets != ignore_index                                      # (N,)
-        if not backend.is_cuda():
-            bad = keep & ((targets < 0) | (targets >= vocab))
-            if bad.any():
-                raise IndexError(f"cross_entropy: target {int(targets[bad][0])} is outside [0, {vocab})")
-        safe_targets = xp.where(keep, targets, 0)
-        n_kept = int(keep.sum()) if not backend.is_cuda() else keep.sum()
-        inv_n = 1.0 / xp.maximum(xp.asarray(n_kept, dtype=x2.dtype), 1)
-        row_scale = (keep * inv_n).astype(x2.dtype)[:, None]                # (N, 1): 1/n, or 0 if ignored
-        wt = weight.T                                                       # (C, V), a view
-        step = max(1, CHUNK_ELEMENTS // vocab)
-        ROWS_IN_CACHE = max(1, CACHE_ELEMENTS // vocab)
-        if ctx.requires_grad:
-            probs = xp.empty((n_rows, vocab), dtype=x2.dtype)               # becomes P, chunk by chunk
-        losses = xp.empty(n_rows, dtype=xp.float64)                         # lse_i - z_{i,t_i}
-
-        def softmax_rows(z, a, lo, hi):
-            """Rows lo:hi of the chunk of logits z starting at row a -> loss terms, and P
-            (in place) if gradients are wanted. Walks a few rows at a time so that the
-            passes over each row (max, subtract, exp, sum, scale) hit the core's cache."""
-            for r0 in range(lo, hi, ROWS_IN_CACHE):
-                r1 = min(hi, r0 + ROWS_IN_CACHE)
-                zz, tt = z[r0:r1], safe_targets[a + r0:a + r1]
-                rows = xp.arange(r1 - r0)
-                picked = zz[rows, tt]                                       # z_{i, t_i}
-                m = zz.max(axis=1, keepdims=True)                           # (rows, 1)
-                zz -= m
-                xp.exp(zz, out=zz)                                          # exp(z_ij - m_i)
-                s = zz.sum(axis=1, keepdims=True)                           # (rows, 1)
-                losses[a + r0:a + r1] = m[:, 0] + xp.log(s[:, 0]) - picked  # lse_i - z_{i,t_i}
-                if ctx.requires_grad:
-                    scale = row_scale[a + r0:a + r1]                        # 1/n, or 0 if ignored
-                    zz *= scale / s                                         # softmax(z_i) / n
-                    zz[rows, tt] -= scale[:, 0]                             # - onehot(t_i) / n
-
-        for a in range(0, n_rows, step):
-            b = min(n_rows, a + step)
-            z = probs[a:b] if ctx.requires_grad else xp.empty((b - a, vocab), dtype=x2.dtype)
-            xp.matmul(x2[a:b], wt, out=z)                                   # logits of these rows (BLAS threads)
-            if backend.is_cuda():                                           # one CUDA block per row
-                cuda.softmax_xent_rows(z, safe_targets[a:b], row_scale[a:b], losses[a:b], ctx.requires_grad)
-            else:
-                backend.parallel_rows(lambda lo, hi: softmax_rows(z, a, lo, hi), b - a)  # one thread per core
-        total = (losses * keep).sum()
-        if ctx.requires_grad:
-            ctx.save_for_backward(x2, weight, probs)
-            ctx.x_shape = x.shape
-        return xp.asarray(total * inv_n, dtype=x2.dtype)
+        return _forward(ctx, x, weight, targets, ignore_index, softmax_xent_rows, check_range=True)
 
     @staticmethod
     def backward(ctx, g):
@@ -112,10 +118,23 @@ class LinearCrossEntropy(Function):
             dw *= g
         return dx, dw, None, None
 
+    @staticmethod
+    def forward_fast(ctx, x, weight, targets, ignore_index=-1):
+        """The softmax rows split over the cores (_softmax_xent_rows_threads)."""
+        return _forward(ctx, x, weight, targets, ignore_index, _softmax_xent_rows_threads, check_range=True)
+
+    @staticmethod
+    def forward_cuda(ctx, x, weight, targets, ignore_index=-1):
+        """The softmax rows in one CUDA kernel, a block per row; no range check, which would
+        read the GPU back at every step."""
+        return _forward(ctx, x, weight, targets, ignore_index, cuda.softmax_xent_rows, check_range=False)
+
+    backward_fast = backward
+    backward_cuda = backward
+
 
 def linear_cross_entropy(x, weight, targets, ignore_index=-1):
     """cross_entropy(linear(x, weight), targets) without forming the logits twice."""
-    from ..tensor import Tensor
     if isinstance(targets, Tensor):
         targets = targets.data
     return LinearCrossEntropy.apply(x, weight, targets, ignore_index)

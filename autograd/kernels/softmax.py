@@ -17,13 +17,26 @@ from .. import backend
 from ..function import Function
 
 
+def softmax_inplace(s, axis=-1):
+    """s <- softmax(s) along ``axis``, in place (entries at -inf become exactly 0)."""
+    s -= s.max(axis=axis, keepdims=True)                # m: exp never overflows
+    backend.xp().exp(s, out=s)
+    s /= s.sum(axis=axis, keepdims=True)
+    return s
+
+
+def softmax_backward_inplace(y, g, axis=-1):
+    """g <- dL/ds = y (g - sum_i g_i y_i) along ``axis``, in place, for y = softmax(s) and
+    g = dL/dy (where y is 0 the result is 0). attention.py uses it too."""
+    g -= (g * y).sum(axis=axis, keepdims=True)
+    g *= y
+    return g
+
+
 class Softmax(Function):
     @staticmethod
     def forward(ctx, s, axis=-1):
-        xp = backend.xp()
-        y = s - s.max(axis=axis, keepdims=True)
-        xp.exp(y, out=y)
-        y /= y.sum(axis=axis, keepdims=True)
+        y = softmax_inplace(s.copy(), axis)
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y
@@ -31,9 +44,7 @@ class Softmax(Function):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved
-        ds = g - (g * y).sum(axis=ctx.axis, keepdims=True)
-        ds *= y
-        return ds, None
+        return softmax_backward_inplace(y, g.copy(), ctx.axis), None
 
 
 class LogSoftmax(Function):

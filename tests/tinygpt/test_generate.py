@@ -91,14 +91,17 @@ def test_bad_sampling_settings_are_clear_errors():
         next_token_distribution(np.zeros(3), -1.0)
 
 
-def test_the_original_readme_api_returns_text_from_an_untrained_gpt2():
+def test_the_original_readme_api_returns_text_from_an_untrained_gpt2(monkeypatch):
     # the README tinygpt grew from: model = GPT2(); model.generate("Once upon a time", max_length=100)
+    import tinygpt.generate as gen
     from tinygpt import GPT2
+    sampled, real = [], gen.generate_ids
+    monkeypatch.setattr(gen, "generate_ids", lambda *a, **k: (sampled.append(t) or t for t in real(*a, **k)))
     model = GPT2()
     assert model.config.vocab_size == 50257 and model.tokenizer.kind == "gpt2"
     out = model.generate("Once upon a time", max_length=100)
-    assert isinstance(out, str) and out.startswith("Once upon a time")
-    assert len(model.tokenizer.encode(out[len("Once upon a time"):])) <= 100 + 2   # BPE may re-merge at the seam
+    assert isinstance(out, str) and out.startswith("Once upon a time") and len(out) > len("Once upon a time")
+    assert 1 <= len(sampled) <= 100            # max_length counts the new tokens (fewer if <|endoftext|> comes)
 
 
 def test_a_model_with_another_vocabulary_and_no_tokenizer_says_how_to_pass_one():

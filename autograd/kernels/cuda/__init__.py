@@ -1,121 +1,184 @@
-"""Launchers for the hand-written CUDA kernels in kernels.cu (CuPy RawModule).
+"""Launchers for the hand-written CUDA kernels (CUDA Python, compiled by numba-cuda).
 
-Used only when the CuPy backend is active: each NumPy kernel in autograd/kernels/
-checks ``backend.is_cuda()`` and hands its hot loop to the function of the same name
-here. The module is compiled on first use, once for float32 and once for float64.
+Called from the CUDA bodies of the kernels in autograd/kernels/ (``forward_cuda`` and
+``backward_cuda``, and ``adamw.update_cuda``), which ``Function.apply`` (and the optimizer,
+through ``function.choose_body``) runs instead of the NumPy bodies when the kernels run on
+CUDA: under the CuPy backend, or under the test backend ``cuda-sim``. A launcher checks the dtype (float32 or float64), allocates the outputs with the
+active array module, picks the launch configuration (launch.py) and launches the kernel:
+
+    launcher                  kernel (module.function)           mirrors
+    layernorm_forward         layernorm.forward                  kernels/layernorm.py
+    layernorm_backward_dx     layernorm.backward_dx
+    gelu_forward              gelu.forward                       kernels/gelu.py
+    gelu_backward             gelu.backward
+    softmax_xent_rows         cross_entropy.softmax_xent_rows    kernels/linear_cross_entropy.py
+    causal_softmax_forward    attention.causal_softmax_forward   kernels/attention.py
+    softmax_backward          attention.softmax_backward
+    embedding_backward        embedding.backward                 kernels/embedding.py
+    adamw_step                adamw.step                         kernels/adamw.py
+
+launch.py imports numba and holds the launch configuration; reductions.py holds the
+block-wide sum and max the row kernels share.
+
+The kernel modules import numba, so each launcher imports its module when it is first
+called: importing autograd never imports numba. numba compiles a kernel on its first
+launch for each dtype (a second or so), then reuses it, and keeps the compiled code on disk
+(``cache=True``: in __pycache__ beside the source, or numba's cache folder) for the next run. ``kernel[blocks, threads](...)``
+launches ``blocks`` blocks of ``threads`` threads each.
+
+Without a GPU, the same kernels run in numba's CUDA simulator on NumPy arrays
+(NUMBA_ENABLE_CUDASIM=1 before numba is imported): see tests/autograd/test_cuda_kernels.py.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from ... import backend
+from . import launch
 
 np = backend.np
-SOURCE = Path(__file__).with_name("kernels.cu")
-_modules = {}
+
+LAUNCHERS = ("layernorm_forward", "layernorm_backward_dx", "gelu_forward", "gelu_backward", "softmax_xent_rows",
+             "causal_softmax_forward", "softmax_backward", "embedding_backward", "adamw_step")
 
 
-def _module(dtype):
-    key = np.dtype(dtype).name
-    if key not in ("float32", "float64"):
-        raise TypeError(f"the CUDA kernels support float32 and float64, not {key}")
-    if key not in _modules:
-        real = "float" if key == "float32" else "double"
-        _modules[key] = backend.xp().RawModule(code=SOURCE.read_text(), options=(f"-DREAL={real}",))
-    return _modules[key]
+def _real(*arrays):
+    """The one dtype of these arrays, float32 or float64; TypeError otherwise."""
+    dtype = np.dtype(arrays[0].dtype)
+    if dtype.name not in ("float32", "float64"):
+        raise TypeError(f"the CUDA kernels support float32 and float64 arrays, not {dtype.name}")
+    for other in arrays[1:]:
+        if other is not None and np.dtype(other.dtype) != dtype:
+            raise TypeError(f"the CUDA kernels need arrays of one dtype, got {dtype.name} "
+                            f"and {np.dtype(other.dtype).name}")
+    return dtype
 
 
-def _real(dtype, value):
-    return np.dtype(dtype).type(value)
-
-
-def _rows(n_cols):
-    """Threads per block for a one-block-per-row kernel: a multiple of 32, up to 1024."""
-    return int(min(1024, max(32, 32 * ((n_cols + 31) // 32))))
-
-
-def _grid(n, threads=256):
-    return (int(min(65535, max(1, (n + threads - 1) // threads))),), (threads,)
+def _view(array, shape):
+    """``array`` reshaped to ``shape`` as a view, for a kernel that writes into it in place."""
+    if not array.flags.c_contiguous:
+        raise ValueError(f"the CUDA kernels work in place on C-contiguous arrays, got shape {array.shape} "
+                         f"with strides {array.strides}")
+    return array.reshape(shape)
 
 
 def layernorm_forward(x2, weight, bias, eps):
+    """x2 (N, C), weight and bias (C,) (bias may be None) -> y, xhat (N, C), rstd (N, 1)."""
+    from . import layernorm                    # the kernel module: imports numba on the first call
     xp = backend.xp()
-    n, c = x2.shape
+    real = _real(x2, weight, bias)
+    x2 = xp.ascontiguousarray(x2)
+    rows, width = x2.shape
     y, xhat = xp.empty_like(x2), xp.empty_like(x2)
-    rstd = xp.empty((n, 1), dtype=x2.dtype)
-    b = bias if bias is not None else weight   # not read when has_bias is 0
-    _module(x2.dtype).get_function("layernorm_forward")(
-        (n,), (_rows(c),), (xp.ascontiguousarray(x2), weight, b, y, xhat, rstd, np.int32(c),
-                            _real(x2.dtype, eps), np.int32(bias is not None)))
+    rstd = xp.empty((rows, 1), dtype=real)
+    has_bias = bias is not None
+    b = bias if has_bias else weight           # without a bias, a stand-in the kernel does not read
+    if rows:
+        layernorm.forward[rows, launch.row_threads(width)](x2, weight, b, has_bias, real.type(eps), y, xhat, rstd)
     return y, xhat, rstd
 
 
 def layernorm_backward_dx(g2, xhat, rstd, weight):
+    """g2 = dL/dy, xhat (N, C), rstd (N, 1), weight (C,) -> dL/dx (N, C)."""
+    from . import layernorm
     xp = backend.xp()
-    n, c = xhat.shape
+    _real(xhat, g2, rstd, weight)
+    g2 = xp.ascontiguousarray(g2)
+    rows, width = xhat.shape
     dx = xp.empty_like(xhat)
-    _module(xhat.dtype).get_function("layernorm_backward_dx")(
-        (n,), (_rows(c),), (xp.ascontiguousarray(g2), xhat, rstd, weight, dx, np.int32(c)))
+    if rows:
+        layernorm.backward_dx[rows, launch.row_threads(width)](g2, xhat, rstd, weight, dx)
     return dx
 
 
 def gelu_forward(x):
+    """x (any shape) -> y = GELU(x) and t = tanh(u), both shaped as x."""
+    from . import gelu
     xp = backend.xp()
+    _real(x)
     x = xp.ascontiguousarray(x)
     y, t = xp.empty_like(x), xp.empty_like(x)
-    grid, block = _grid(x.size)
-    _module(x.dtype).get_function("gelu_forward")(grid, block, (x, y, t, np.int64(x.size)))
+    if x.size:
+        blocks, threads = launch.elementwise_grid(x.size)
+        gelu.forward[blocks, threads](x.reshape(-1), y.reshape(-1), t.reshape(-1))
     return y, t
 
 
 def gelu_backward(g, x, t):
+    """g = dL/dy, x, t (one shape) -> dL/dx."""
+    from . import gelu
     xp = backend.xp()
+    _real(x, g, t)
+    g, x, t = xp.ascontiguousarray(g), xp.ascontiguousarray(x), xp.ascontiguousarray(t)
     dx = xp.empty_like(x)
-    grid, block = _grid(x.size)
-    _module(x.dtype).get_function("gelu_backward")(grid, block, (xp.ascontiguousarray(g), x, t, dx, np.int64(x.size)))
+    if x.size:
+        blocks, threads = launch.elementwise_grid(x.size)
+        gelu.backward[blocks, threads](g.reshape(-1), x.reshape(-1), t.reshape(-1), dx.reshape(-1))
     return dx
 
 
 def softmax_xent_rows(z, targets, row_scale, losses, write_grad):
-    """In place on the contiguous chunk z (rows, V): losses[i] = lse_i - z[i, t_i], and
-    z <- row_scale * (softmax(z) - onehot(t)) when write_grad."""
+    """In place on the chunk of logits z (rows, V): losses[i] = lse_i - z[i, t_i] (losses:
+    float64, (rows,)), and z <- row_scale * (softmax(z) - onehot(t)) when write_grad.
+    row_scale is (rows,) or (rows, 1)."""
+    from . import cross_entropy
     xp = backend.xp()
+    _real(z, row_scale)
     rows, vocab = z.shape
-    _module(z.dtype).get_function("softmax_xent_rows")(
-        (rows,), (_rows(min(vocab, 1024)),),
-        (z, xp.ascontiguousarray(targets, dtype=xp.int64), xp.ascontiguousarray(row_scale.reshape(-1)), losses,
-         np.int32(vocab), np.int32(bool(write_grad))))
+    targets = xp.ascontiguousarray(targets, dtype=xp.int64)
+    row_scale = xp.ascontiguousarray(row_scale.reshape(-1))
+    if rows:
+        cross_entropy.softmax_xent_rows[rows, launch.row_threads(vocab)](
+            z, targets, row_scale, bool(write_grad), losses)
 
 
 def causal_softmax_forward(scores, scale):
-    """In place: scores (..., Tq, Tk) -> softmax(scale * scores) with the future masked."""
+    """In place: scores (..., Tq, Tk) -> softmax(scale * scores) with the future keys
+    j > i + (Tk - Tq) of query i set to exactly 0."""
+    from . import attention
+    real = _real(scores)
     tq, tk = scores.shape[-2:]
-    rows = scores.size // tk
-    _module(scores.dtype).get_function("causal_softmax_forward")(
-        (rows,), (_rows(min(tk, 1024)),), (scores, np.int32(tq), np.int32(tk), _real(scores.dtype, scale)))
+    rows = _view(scores, (-1, tk))             # (B*nh*Tq, Tk)
+    if rows.shape[0]:
+        attention.causal_softmax_forward[rows.shape[0], launch.row_threads(tk)](rows, tq, real.type(scale))
     return scores
 
 
 def softmax_backward(p, dp, scale):
-    """In place: dp <- p * (dp - rowsum(dp * p)) * scale."""
+    """In place: dp <- p * (dp - rowsum(dp * p)) * scale, rows along the last axis."""
+    from . import attention
+    xp = backend.xp()
+    real = _real(p, dp)
     tk = p.shape[-1]
-    _module(p.dtype).get_function("softmax_backward")(
-        (p.size // tk,), (_rows(min(tk, 1024)),), (p, dp, np.int32(tk), _real(p.dtype, scale)))
+    dp_rows = _view(dp, (-1, tk))              # (rows, Tk)
+    p_rows = xp.ascontiguousarray(p).reshape(-1, tk)
+    if dp_rows.shape[0]:
+        attention.softmax_backward[dp_rows.shape[0], launch.row_threads(tk)](p_rows, dp_rows, real.type(scale))
     return dp
 
 
 def embedding_backward(ids, g2, dw):
+    """In place: dw[ids[n]] += g2[n] for every n; ids (N,), g2 (N, C), dw (V, C).
+    Repeated ids add up (atomic adds)."""
+    from . import embedding
     xp = backend.xp()
-    n, c = g2.shape
-    grid, block = _grid(n * c)
-    _module(dw.dtype).get_function("embedding_backward")(
-        grid, block, (xp.ascontiguousarray(ids, dtype=xp.int64), xp.ascontiguousarray(g2), dw, np.int64(n),
-                      np.int32(c)))
+    _real(dw, g2)
+    ids = xp.ascontiguousarray(ids.reshape(-1), dtype=xp.int64)
+    g2 = xp.ascontiguousarray(g2)
+    if g2.size:
+        blocks, threads = launch.elementwise_grid(g2.size)
+        embedding.backward[blocks, threads](ids, g2, dw)
 
 
 def adamw_step(p, g, m, v, lr, beta1, beta2, eps, decay, step_size, bc2_sqrt):
-    grid, block = _grid(p.size)
-    dt = p.dtype
-    _module(dt).get_function("adamw_step")(
-        grid, block, (p, backend.xp().ascontiguousarray(g), m, v, np.int64(p.size), _real(dt, lr), _real(dt, beta1),
-                      _real(dt, beta2), _real(dt, eps), _real(dt, decay), _real(dt, step_size), _real(dt, bc2_sqrt)))
+    """In place on the parameter p and its moments m, v (one shape, C-contiguous), with
+    step_size = lr / (1 - beta1^t) and bc2_sqrt = sqrt(1 - beta2^t) for step t."""
+    from . import adamw
+    xp = backend.xp()
+    real = _real(p, g, m, v).type
+    if p.size == 0:
+        return
+    p1, m1, v1 = _view(p, -1), _view(m, -1), _view(v, -1)   # (n,) each
+    g1 = xp.ascontiguousarray(g).reshape(-1)
+    blocks, threads = launch.elementwise_grid(p.size)
+    # 1 - lr decay, 1 - beta1 and 1 - beta2 in double precision, rounded once, as in optim.py's NumPy update
+    adamw.step[blocks, threads](p1, g1, m1, v1, real(1.0 - lr * decay), real(1.0 - beta1), real(beta2),
+                                real(1.0 - beta2), real(eps), real(step_size), real(bc2_sqrt))

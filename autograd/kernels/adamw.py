@@ -1,0 +1,51 @@
+"""One AdamW step on one parameter, in place: the update ``optim.AdamW.step`` applies.
+
+AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", 2019, Algorithm 2),
+written as PyTorch's ``torch.optim.AdamW`` computes it, so that the two agree step for
+step. For a parameter p with gradient g, at step t (from 1):
+
+    p   <- p * (1 - lr * wd)                       decoupled decay: not part of g
+    m   <- m + (1 - beta1) (g - m)                 first moment (running mean of g)
+    v   <- beta2 v + (1 - beta2) g^2               second moment (running mean of g^2)
+    m^  =  m / (1 - beta1^t)                       bias corrections: m and v start at 0
+    v^  =  v / (1 - beta2^t)
+    p   <- p - lr * m^ / (sqrt(v^) + eps)
+
+The optimizer has no backward: it consumes gradients. Like the differentiable kernels it
+has a NumPy body, ``update`` (the reference, in place, in the parameter's own dtype), and a
+CUDA body, ``update_cuda`` (one fused pass over p, g, m, v: cuda/adamw.py); optim.py picks
+one with ``function.choose_body``, the engine's one device switch.
+"""
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from . import cuda
+
+
+def update(p, g, m, v, lr, beta1, beta2, eps, wd, t):
+    """p, m, v updated in place from g; t is the step, counted from 1."""
+    xp = backend.xp()
+    if wd:
+        p *= 1.0 - lr * wd                              # decoupled decay
+    tmp = g - m
+    tmp *= 1.0 - beta1
+    m += tmp                                            # m <- m + (1 - beta1)(g - m)
+    xp.multiply(g, g, out=tmp)
+    tmp *= 1.0 - beta2
+    v *= beta2
+    v += tmp                                            # v <- beta2 v + (1 - beta2) g^2
+    step_size = lr / (1.0 - beta1 ** t)                 # lr / (1 - beta1^t): m^ folded in
+    xp.sqrt(v, out=tmp)
+    tmp /= math.sqrt(1.0 - beta2 ** t)                  # sqrt(v^)
+    tmp += eps
+    xp.divide(m, tmp, out=tmp)
+    tmp *= step_size
+    p -= tmp                                            # p <- p - lr m^ / (sqrt(v^) + eps)
+
+
+def update_cuda(p, g, m, v, lr, beta1, beta2, eps, wd, t):
+    """The same update in one CUDA kernel: each thread reads p, g, m, v once and writes
+    p, m, v once (the NumPy body makes about ten passes over memory)."""
+    cuda.adamw_step(p, g, m, v, lr, beta1, beta2, eps, wd, lr / (1.0 - beta1 ** t), math.sqrt(1.0 - beta2 ** t))

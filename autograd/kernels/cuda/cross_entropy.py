@@ -1,0 +1,47 @@
+"""Softmax cross-entropy rows on the GPU: the CUDA face of the row loop in
+autograd/kernels/linear_cross_entropy.py (and cross_entropy.py).
+
+One block per row i of the logits z (rows, V), three passes over the row:
+    m_i    = max_j z_ij                                   (block max)
+    lse_i  = m_i + log sum_j exp(z_ij - m_i)              (block sum)
+    loss_i = lse_i - z_{i, t_i}
+and, when the gradient is wanted, z_i is overwritten in place by
+    P_ij   = s_i (softmax(z_i)_j - [j == t_i]),    softmax(z_i)_j = exp(z_ij - lse_i)
+where s_i is the row's scale (1/n for a kept row, 0 for an ignored one).
+"""
+from __future__ import annotations
+
+import math
+
+from .launch import MAX_THREADS, numba_cuda
+from .reductions import block_max, block_sum
+
+cuda = numba_cuda()
+
+
+@cuda.jit(cache=True)
+def softmax_xent_rows(z, targets, row_scale, write_grad, losses):
+    """z (rows, V), targets (rows,) int64, row_scale (rows,), losses (rows,) float64."""
+    real = z.dtype.type
+    scratch = cuda.shared.array(MAX_THREADS, z.dtype)
+    i, tid, step = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
+    V = z.shape[1]
+    part = real(-math.inf)
+    for j in range(tid, V, step):
+        part = max(part, z[i, j])
+    m = block_max(part, scratch)
+    part = real(0)
+    for j in range(tid, V, step):
+        part += math.exp(z[i, j] - m)
+    lse = m + math.log(block_sum(part, scratch))
+    t = targets[i]
+    if tid == 0:
+        losses[i] = lse - z[i, t]
+    if write_grad:
+        cuda.syncthreads()                     # thread 0 has read z[i, t] before it is overwritten
+        s = row_scale[i]
+        for j in range(tid, V, step):
+            p = math.exp(z[i, j] - lse)        # softmax(z_i)_j
+            if j == t:
+                p -= real(1)
+            z[i, j] = s * p

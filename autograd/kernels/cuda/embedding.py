@@ -1,0 +1,25 @@
+"""The embedding's backward on the GPU: the CUDA face of autograd/kernels/embedding.py.
+
+    dW[ids[n], c] += g[n, c]      for every position n and channel c
+
+A scatter-add: when an id repeats, several threads add into the same dW[v, c] at
+once, and a plain ``+=`` (read, add, write) would lose all but one of the additions.
+``cuda.atomic.add`` makes each read-add-write one indivisible step, so every
+repeat is added. (The order of the additions is then the order the threads arrive in,
+so float32 results may differ between runs in the last bits.)
+"""
+from __future__ import annotations
+
+from .launch import numba_cuda
+
+cuda = numba_cuda()
+
+
+@cuda.jit(cache=True)
+def backward(ids, g, dW):
+    """ids (N,) int64, g (N, C), dW (V, C) in place; one element k = n C + c per grid-stride step."""
+    N, C = g.shape
+    for k in range(cuda.grid(1), N * C, cuda.gridsize(1)):
+        n = k // C
+        c = k - n * C
+        cuda.atomic.add(dW, (ids[n], c), g[n, c])

@@ -1,0 +1,123 @@
+"""numba-cuda, imported on first use, and the launch configuration of the CUDA kernels.
+
+The kernels in this folder are CUDA Python: functions decorated with ``numba.cuda.jit``
+that numba compiles for the GPU the first time they are launched with a given dtype
+(float32 or float64). The same code runs in two places:
+
+  * on a real GPU, on the CuPy arrays of the CuPy backend (numba reads them through
+    ``__cuda_array_interface__``, without a copy);
+  * in numba's CUDA simulator (environment variable ``NUMBA_ENABLE_CUDASIM=1``, set before
+    numba is first imported), on NumPy arrays, on any machine: each GPU thread becomes a
+    Python thread. That is how the tests check the kernels without a GPU.
+
+numba is imported here and nowhere else, and only when a kernel is first launched:
+the engine imports and runs on CPU without numba installed.
+
+Launch configuration. A kernel that owns one row per block (layer norm, the softmaxes)
+walks its row with a stride of ``blockDim.x`` threads and reduces across the block in
+shared memory (reductions.py), so any power of two works as the block size. An
+elementwise kernel runs a grid-stride loop: thread ``k`` of the grid takes elements
+``k, k + gridsize, k + 2 gridsize, ...``, so any number of blocks works. The kernels'
+results do not depend on these choices; only the speed does. A real GPU wants big
+blocks; the simulator costs milliseconds per simulated thread and wants a handful.
+``config`` picks between the two presets below, and tests may set it to their own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ... import backend
+
+MAX_THREADS = 1024   # CUDA's limit of threads per block: the length of the shared scratch arrays
+
+_numba = {"cuda": None, "simulated": False}
+
+
+def numba_cuda():
+    """The ``numba.cuda`` module, imported on the first call."""
+    if _numba["cuda"] is None:
+        numpy = backend.np
+        if not hasattr(numpy, "row_stack"):
+            # numba-cuda 0.30.4 registers a GPU version of numpy.row_stack whenever NumPy >= 2.0,
+            # but NumPy 2.5 removed that alias of vstack, so importing numba-cuda's array
+            # support fails with AttributeError (seen on NumPy 2.5.2; numba itself checks for
+            # < 2.5). Restoring the alias, which NumPy 2.0-2.4 define as vstack, lets it import.
+            numpy.row_stack = numpy.vstack
+        try:
+            import numba  # noqa: F401  (the one place numba is imported)
+            from numba import cuda
+        except ImportError as exc:
+            raise ImportError(
+                f"tinygpt's CUDA kernels are written with numba-cuda, which failed to import ({exc}); "
+                'install it next to CuPy: pip install "numba-cuda[cu12]" (or "numba-cuda[cu13]" for CUDA 13)'
+            ) from exc
+        config = getattr(cuda, "config", numba.config)   # numba-cuda's settings (older numba: numba.config)
+        _numba["simulated"] = bool(config.ENABLE_CUDASIM)
+        if not _numba["simulated"]:
+            # CuPy hands its arrays to numba through __cuda_array_interface__, which names the
+            # stream the array was made on; by default numba synchronises that stream before
+            # each launch, so that a kernel never reads an array still being written on another
+            # stream. Here both CuPy and numba queue their work on the legacy default stream,
+            # which runs it in order, so the sync would only stall the CPU at every launch
+            # (and turn every kernel call into a full wait for the GPU). Off.
+            config.CUDA_ARRAY_INTERFACE_SYNC = 0
+            # A launch of few blocks (a small model, a short batch) is expected here; numba
+            # would otherwise print a performance warning at every such launch.
+            config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+        _numba["cuda"] = cuda
+    return _numba["cuda"]
+
+
+def simulated() -> bool:
+    """Whether the kernels run in numba's CUDA simulator (imports numba)."""
+    numba_cuda()
+    return _numba["simulated"]
+
+
+def _power_of_two(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How many threads and blocks the launchers ask for."""
+    max_row_threads: int   # most threads of a block that owns one row; a power of two <= MAX_THREADS
+    element_threads: int   # threads per block of the elementwise kernels; a power of two <= MAX_THREADS
+    max_blocks: int        # most blocks of an elementwise kernel; beyond, the threads loop (grid stride)
+
+    def __post_init__(self):
+        for name in ("max_row_threads", "element_threads"):
+            value = getattr(self, name)
+            if not (_power_of_two(value) and value <= MAX_THREADS):
+                raise ValueError(f"LaunchConfig.{name}={value}: use a power of two from 1 to {MAX_THREADS} "
+                                 "(the block reductions fold the block in halves)")
+        if self.max_blocks < 1:
+            raise ValueError(f"LaunchConfig.max_blocks={self.max_blocks}: use at least 1")
+
+
+ON_GPU = LaunchConfig(max_row_threads=1024, element_threads=256, max_blocks=65535)
+IN_SIMULATOR = LaunchConfig(max_row_threads=16, element_threads=16, max_blocks=4)   # a few ms per thread
+
+config = None   # None: ON_GPU on a real GPU, IN_SIMULATOR in numba's simulator; tests set a LaunchConfig
+
+
+def current() -> LaunchConfig:
+    if config is not None:
+        return config
+    return IN_SIMULATOR if simulated() else ON_GPU
+
+
+def row_threads(width: int) -> int:
+    """Threads of a block that owns a row of ``width``: the power of two that covers the row,
+    at most ``max_row_threads`` (then each thread takes every blockDim-th element)."""
+    threads = 1
+    while threads < width and threads < current().max_row_threads:
+        threads *= 2
+    return threads
+
+
+def elementwise_grid(n: int) -> tuple[int, int]:
+    """(blocks, threads) for a grid-stride loop over ``n`` elements."""
+    threads = current().element_threads
+    blocks = min(current().max_blocks, max(1, (n + threads - 1) // threads))
+    return blocks, threads
