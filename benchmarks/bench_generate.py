@@ -1,13 +1,32 @@
-"""Generation speed: tinygpt with its KV cache against Hugging Face's generate().
+"""Generation speed: tinygpt with its KV cache against Hugging Face's generate(), and
+against the memory-bandwidth bound of this machine, measured in the same run.
 
     python benchmarks/bench_generate.py                    # small and gpt2 (124M)
+    python benchmarks/bench_generate.py --configs gpt2 --rounds 7
 
 Greedy decoding of 100 new tokens after a 16-token prompt, batch 1, float32, the same
 random weights on both sides; tinygpt's ``generate_ids(..., temperature=0)`` against
 ``GPT2LMHeadModel.generate(do_sample=False, use_cache=True, min_new_tokens=100,
-max_new_tokens=100)``, alternating after a warm-up, every core for both (or --threads).
-Prints tokens/s (median of the repeats) and the ratio tinygpt / Hugging Face, then one
-JSON line per configuration. The two must produce the same tokens (checked).
+max_new_tokens=100)`` with SDPA attention, the same thread count for both (every core,
+or --threads).
+
+Process isolation, as in bench_train.py: each measurement runs in a fresh child process
+holding one framework (the tinygpt child never imports torch). A child builds its model
+from the seeded weights, generates once to warm up, then times --repeats generations and
+prints their times and its token ids as JSON. The parent alternates the children
+(bandwidth, tinygpt, hf-generate, bandwidth, ...) for --rounds rounds. Reported: tokens/s
+of each (the median over rounds of each child's median), and the ratio tinygpt / HF
+(the median of the per-round ratios, with their min-max). "same tokens": every child's
+greedy tokens are identical, tinygpt's and Hugging Face's.
+
+The bound. Batch-1 decoding reads every weight once per token, so it cannot go faster
+than (memory bandwidth) / (bytes of the weights). The bandwidth child measures the read
+bandwidth of a GEMV on the head's matrix: ``W @ x`` for the (V, C) float32 token
+embedding W and a (C,) vector, bytes of W over the fastest of many calls (a bound, so
+the best the machine showed). Bytes per token: every parameter once, float32, the tied
+head counted once (``GPTConfig.num_parameters() * 4``; the KV cache's reads are left
+out, small next to the weights at this length). Printed: the bound in tokens/s and
+tinygpt's tokens/s as a fraction of it (both per round, median and min-max).
 """
 from __future__ import annotations
 
@@ -20,70 +39,180 @@ from threads import THREADS  # noqa: E402  (first: it fixes the thread count of 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import time  # noqa: E402
 
 from common import TRAIN_CONFIGS, hf_model, tiny_gpt  # noqa: E402
 
 from autograd import backend  # noqa: E402
-from tinygpt.generate import generate_ids  # noqa: E402
 
 np = backend.np
 PROMPT, NEW = 16, 100
+CHILDREN = ("bandwidth", "tinygpt", "hf-generate")
+GEMV_SECONDS = 1.0
 
 
-def bench(name, repeats):
-    import torch
+def _prompt(cfg):
+    return np.random.default_rng(0).integers(0, cfg.vocab_size, PROMPT).tolist()
+
+
+# ----------------------------------------------------------------------------- children
+def generate_child(name, framework, repeats):
+    """In a child process: warm up, time ``repeats`` generations, print times and tokens."""
     cfg = TRAIN_CONFIGS[name][0]
+    prompt = _prompt(cfg)
     ours = tiny_gpt(cfg)
-    hf = hf_model(cfg, ours, "sdpa").eval()
-    prompt = np.random.default_rng(0).integers(0, cfg.vocab_size, PROMPT).tolist()
-    tprompt = torch.tensor([prompt])
-    attention_mask = torch.ones_like(tprompt)
+    if framework == "tinygpt":
+        from tinygpt.generate import generate_ids
 
-    def run_ours():
-        return list(generate_ids(ours, prompt, NEW, temperature=0, stop_at_eot=False))
+        def run():
+            return list(generate_ids(ours, prompt, NEW, temperature=0, stop_at_eot=False))
+    else:
+        import torch
+        torch.set_num_threads(THREADS)
+        hf = hf_model(cfg, ours, "sdpa").eval()
+        del ours   # the weights live in the torch model now
+        tprompt = torch.tensor([prompt])
+        attention_mask = torch.ones_like(tprompt)
 
-    def run_hf():
-        with torch.no_grad():
-            out = hf.generate(tprompt, attention_mask=attention_mask, do_sample=False, use_cache=True,
-                              max_new_tokens=NEW, min_new_tokens=NEW, pad_token_id=0)
-        return out[0, PROMPT:].tolist()
-
-    same = run_ours() == run_hf()   # also the warm-up
-    times = {"tinygpt": [], "hf-generate": []}
+        def run():
+            with torch.no_grad():
+                out = hf.generate(tprompt, attention_mask=attention_mask, do_sample=False, use_cache=True,
+                                  max_new_tokens=NEW, min_new_tokens=NEW, pad_token_id=0)
+            return out[0, PROMPT:].tolist()
+    tokens = run()   # also the warm-up
+    seconds = []
     for _ in range(repeats):
-        for label, fn in (("tinygpt", run_ours), ("hf-generate", run_hf)):
-            t0 = time.perf_counter()
-            fn()
-            times[label].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - t0)
+    print(json.dumps({"framework": framework, "seconds": seconds, "tokens": tokens}))
+
+
+def bandwidth_child(name):
+    """In a child process: read bandwidth of a GEMV with the (V, C) float32 head matrix."""
+    cfg = TRAIN_CONFIGS[name][0]
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((cfg.vocab_size, cfg.n_embd), dtype=np.float32)   # (V, C)
+    x = rng.standard_normal(cfg.n_embd, dtype=np.float32)                     # (C,)
+    out = np.empty(cfg.vocab_size, dtype=np.float32)                          # (V,)
+    np.matmul(w, x, out=out)
+    best, start, calls = float("inf"), time.perf_counter(), 0
+    while time.perf_counter() - start < GEMV_SECONDS or calls < 10:
+        t0 = time.perf_counter()
+        np.matmul(w, x, out=out)
+        best = min(best, time.perf_counter() - t0)
+        calls += 1
+    print(json.dumps({"framework": "bandwidth", "gemv_bytes": w.nbytes, "gemv_s": best, "calls": calls,
+                      "bytes_per_s": w.nbytes / best}))
+
+
+def run_child(*args):
+    """Run this script in a fresh process (same --threads, inherited pinning); its last JSON line."""
+    result = subprocess.run([sys.executable, __file__, *args, "--threads", str(THREADS)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"child {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- the parent
+def _spread(values, digits):
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits)}
+
+
+def bench(name, repeats, rounds):
+    cfg = TRAIN_CONFIGS[name][0]
+    weight_bytes = cfg.num_parameters() * 4   # float32, the tied head once
+    per_round = {"tinygpt": [], "hf-generate": [], "bound": [], "bandwidth": []}
+    token_lists = []
+    for r in range(rounds):
+        for child in CHILDREN:
+            if child == "bandwidth":
+                bw = run_child("--bandwidth-child", name)["bytes_per_s"]
+                per_round["bandwidth"].append(bw)
+                per_round["bound"].append(bw / weight_bytes)
+            else:
+                report = run_child("--generate-child", name, child, "--repeats", str(repeats))
+                per_round[child].append(NEW / statistics.median(report["seconds"]))
+                token_lists.append((child, report["tokens"]))
+        print(f"  round {r + 1}/{rounds}: tinygpt {per_round['tinygpt'][-1]:.1f} tok/s, "
+              f"hf-generate {per_round['hf-generate'][-1]:.1f} tok/s, GEMV {per_round['bandwidth'][-1] / 1e9:.1f} GB/s "
+              f"-> bound {per_round['bound'][-1]:.1f} tok/s", flush=True)
+    same = all(tokens == token_lists[0][1] for _, tokens in token_lists)
+    ratios = [ours / theirs for ours, theirs in zip(per_round["tinygpt"], per_round["hf-generate"])]
+    fractions = [ours / bound for ours, bound in zip(per_round["tinygpt"], per_round["bound"])]
+    hf_fractions = [theirs / bound for theirs, bound in zip(per_round["hf-generate"], per_round["bound"])]
     result = {"config": name, "threads": THREADS, "prompt_tokens": PROMPT, "new_tokens": NEW, "repeats": repeats,
-              "same_tokens": same, "torch": torch.__version__}
-    for label, ts in times.items():
-        result[label] = {"tokens_per_s": round(NEW / statistics.median(ts), 1),
-                         "s_median": round(statistics.median(ts), 3), "s_min": round(min(ts), 3)}
-    result["ratio_tokens_per_s"] = round(result["tinygpt"]["tokens_per_s"] / result["hf-generate"]["tokens_per_s"], 3)
+              "rounds": rounds, "same_tokens": same, "torch": _torch_version(),
+              "weight_bytes": weight_bytes, "gemv_bytes": cfg.vocab_size * cfg.n_embd * 4}
+    for label in ("tinygpt", "hf-generate"):
+        result[label] = {"tokens_per_s": round(statistics.median(per_round[label]), 1),
+                         "tokens_per_s_min": round(min(per_round[label]), 1),
+                         "tokens_per_s_max": round(max(per_round[label]), 1),
+                         "tokens_per_s_per_round": [round(v, 1) for v in per_round[label]]}
+    result["gemv_gb_per_s"] = _spread([b / 1e9 for b in per_round["bandwidth"]], 2)
+    result["bound_tokens_per_s"] = _spread(per_round["bound"], 1)
+    result["ratio_tokens_per_s"] = round(statistics.median(ratios), 3)
+    result["ratio_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
+    result["tinygpt_fraction_of_bound"] = _spread(fractions, 3)
+    result["hf_fraction_of_bound"] = _spread(hf_fractions, 3)
     return result
+
+
+def _torch_version():
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return None
+
+
+def print_table(results):
+    print(f"\n{'config':8} {'tinygpt tok/s':>14} {'HF tok/s':>9} {'tinygpt/HF (min-max)':>21} {'GEMV GB/s':>10} "
+          f"{'bound tok/s':>12} {'tinygpt/bound (min-max)':>24} {'same tokens':>12}")
+    for r in results:
+        low, high = r["ratio_range"]
+        frac = r["tinygpt_fraction_of_bound"]
+        ratio = f"{r['ratio_tokens_per_s']:.2f} ({low:.2f}-{high:.2f})"
+        of_bound = f"{frac['median']:.0%} ({frac['min']:.0%}-{frac['max']:.0%})"
+        print(f"{r['config']:8} {r['tinygpt']['tokens_per_s']:>14.1f} {r['hf-generate']['tokens_per_s']:>9.1f} "
+              f"{ratio:>21} {r['gemv_gb_per_s']['median']:>10.1f} {r['bound_tokens_per_s']['median']:>12.1f} "
+              f"{of_bound:>24} {str(r['same_tokens']):>12}")
+    print()
+    for r in results:
+        print(json.dumps(r))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="small,gpt2", help=f"comma-separated, from: {', '.join(TRAIN_CONFIGS)}")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="timed generations per child process")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of one child per framework, alternated")
     parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--generate-child", nargs=2, metavar=("CONFIG", "FRAMEWORK"), help=argparse.SUPPRESS)
+    parser.add_argument("--bandwidth-child", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    import torch
-    torch.set_num_threads(THREADS)
+    if args.repeats < 1 or args.rounds < 1:
+        parser.error("--repeats and --rounds must be at least 1")
+    if args.generate_child:
+        generate_child(*args.generate_child, args.repeats)
+        return
+    if args.bandwidth_child:
+        bandwidth_child(args.bandwidth_child)
+        return
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TRAIN_CONFIGS]
+    if unknown:
+        parser.error(f"unknown config(s) {unknown}; choose from {', '.join(TRAIN_CONFIGS)}")
+    print(f"each in its own process, alternated, {args.rounds} rounds of {args.repeats} timed generations; "
+          f"{THREADS} threads", flush=True)
     results = []
-    for name in args.configs.split(","):
+    for name in names:
         print(f"timing {name} ...", flush=True)
-        results.append(bench(name.strip(), args.repeats))
-    print(f"\n{'config':8} {'tinygpt tok/s':>14} {'HF generate tok/s':>18} {'ratio':>7} {'same tokens':>12}")
-    for r in results:
-        print(f"{r['config']:8} {r['tinygpt']['tokens_per_s']:>14.1f} {r['hf-generate']['tokens_per_s']:>18.1f} "
-              f"{r['ratio_tokens_per_s']:>7.2f} {str(r['same_tokens']):>12}")
-    print()
-    for r in results:
-        print(json.dumps(r))
+        results.append(bench(name, args.repeats, args.rounds))
+    print_table(results)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,16 @@
 
 Import this first (before numpy or torch): ``--threads N`` on the command line, or all
 cores, becomes OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS, so that
-NumPy's BLAS and PyTorch use the same number of threads.
+NumPy's BLAS and PyTorch use the same number of threads. With fewer threads than the
+cores this process may use, the process is also pinned to its first N cores: tinygpt's
+row-splitting thread pool sizes itself by the cores a process may use, and so gets N
+workers too. Child processes inherit both (the environment and the pinning), which is
+how the benchmarks run every framework at the same thread count.
 """
 import os
 import sys
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _threads_from_argv():
@@ -14,6 +20,21 @@ def _threads_from_argv():
     return os.cpu_count() or 1
 
 
-THREADS = _threads_from_argv()
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = str(THREADS)
+def configure(threads: int) -> int:
+    """Set the thread variables to ``threads`` and pin this process to that many cores
+    (when it may use more); return ``threads``. Call it before numpy or torch is imported."""
+    threads = int(threads)
+    if threads < 1:
+        raise SystemExit(f"--threads must be at least 1, got {threads}")
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(threads)
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+        if threads < len(cores):
+            os.sched_setaffinity(0, cores[:threads])
+    except AttributeError:  # not on Linux: the variables alone
+        pass
+    return threads
+
+
+THREADS = configure(_threads_from_argv())
