@@ -1,11 +1,15 @@
 """The one switch between NumPy (CPU) and CuPy (CUDA).
 
-This is the only module of tinygpt that imports ``numpy`` or ``cupy``. Every other
-module asks it for the active array module::
+This is the only module that imports ``cupy``. The engine's modules ask it for the active
+array module::
 
     from autograd import backend
     xp = backend.xp()          # numpy or cupy
     y = xp.exp(x)
+
+Device math (anything computed on the arrays a model trains on) lives in autograd/;
+tinygpt's modules only make and move arrays through ``backend`` (the tests check both),
+and import ``numpy`` plainly for work on the host: files, memory maps, sampling.
 
 The device is chosen once, at import, from the environment variable
 ``TINYGPT_DEVICE`` (``cpu``, the default, or ``cuda``), and can be changed later with
@@ -23,8 +27,7 @@ or ``"cuda"`` (their CUDA bodies, chosen in ``Function.apply``). A third backend
 every kernel takes its CUDA body, executed by numba's CUDA simulator (one Python thread per
 GPU thread; slow, exact).
 
-``np`` is exported for host-side work that is not array math on the device: reading
-and writing files, memory-mapped token caches, safetensors.
+``np`` is NumPy itself, for host-side work inside the engine.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ __all__ = [
     "BackendUnavailable", "use_backend", "xp", "name", "is_cuda", "to_numpy", "asarray",
     "seed", "rng", "get_rng_state", "set_rng_state", "scatter_add_rows", "index_add", "device_info",
     "synchronize", "np", "parallel_rows", "host_threads", "kernel_device", "fast_kernels",
-    "use_fast_kernels",
+    "use_fast_kernels", "read_scalars",
 ]
 
 
@@ -59,23 +62,20 @@ _state = {"name": "numpy", "xp": np, "rng": None, "seed": 0, "fast": True}
 
 
 def _enter_simulator():
-    """NumPy arrays, CUDA kernel bodies run by numba's CUDA simulator (tests only)."""
+    """NumPy arrays, CUDA kernel bodies run by numba's CUDA simulator (tests only). numba
+    reads NUMBA_ENABLE_CUDASIM once, when numba.cuda is first imported (on the first launch,
+    kernels/cuda/launch.py): it must not have been imported for a real GPU already."""
+    import importlib.util
     import sys
+    if importlib.util.find_spec("numba") is None:
+        raise BackendUnavailable(f"the cuda-sim backend needs numba-cuda: {install_hint('test')}")
     numba = sys.modules.get("numba")
-    if numba is not None and not getattr(numba.config, "ENABLE_CUDASIM", False) and "numba.cuda" in sys.modules:
-        raise BackendUnavailable("the cuda-sim backend must be chosen before numba.cuda is imported "
-                                 "(numba reads NUMBA_ENABLE_CUDASIM once); start a new process")
+    if "numba.cuda" in sys.modules and not getattr(numba.config, "ENABLE_CUDASIM", False):
+        raise BackendUnavailable("numba.cuda was imported for a real GPU before the cuda-sim backend was "
+                                 "chosen; choose it in a new process")
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
     if numba is not None:
         numba.config.ENABLE_CUDASIM = 1
-    from .kernels.cuda import launch
-    try:
-        simulated = launch.simulated()
-    except ImportError as exc:
-        raise BackendUnavailable(f"the cuda-sim backend needs numba-cuda ({exc})") from None
-    if not simulated:
-        raise BackendUnavailable("numba.cuda was imported for a real GPU before the cuda-sim backend was "
-                                 "chosen; start a new process")
     return np
 
 
@@ -149,6 +149,17 @@ def to_numpy(array):
     if hasattr(array, "get") and not isinstance(array, np.ndarray):
         return array.get()
     return np.asarray(array)
+
+
+def read_scalars(values):
+    """Numbers on the device (0-d arrays; None and Python numbers too) as one float64 host
+    array, in one transfer: on a GPU each read waits for the queued work, so a loop that
+    reads many numbers reads them together. None becomes NaN."""
+    xp = _state["xp"]
+    if not values:
+        return np.zeros(0)
+    stacked = xp.stack([xp.asarray(v if v is not None else np.nan, dtype=xp.float64) for v in values])
+    return to_numpy(stacked)
 
 
 def asarray(data, dtype=None):

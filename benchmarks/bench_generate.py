@@ -42,11 +42,9 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 
+import numpy as np  # noqa: E402
 from common import TRAIN_CONFIGS, hf_model, tiny_gpt  # noqa: E402
 
-from autograd import backend  # noqa: E402
-
-np = backend.np
 PROMPT, NEW = 16, 100
 CHILDREN = ("bandwidth", "tinygpt", "hf-generate")
 GEMV_SECONDS = 1.0

@@ -50,12 +50,12 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 
+import numpy as np  # noqa: E402
 from common import (TRAIN_CONFIGS, flops_per_step, hf_model, measure_matmul_peak, step_peak_bytes,  # noqa: E402
                     tiny_gpt)
 
 from autograd import backend, optim  # noqa: E402
 
-np = backend.np
 FRAMEWORKS = ("tinygpt", "torch-eager", "torch-sdpa")
 TORCH_VARIANTS = ("torch-eager", "torch-sdpa")
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from autograd import backend
 from tinygpt import GPT2, GPTConfig
 from tinygpt.hf import to_hf_state_dict
 
-np = backend.np
 
 # name: (model config, batch size, timed steps)
 TRAIN_CONFIGS = {

@@ -7,10 +7,9 @@ Each row: the largest absolute and relative difference between the hand-written
 backward and central differences (eps = 1e-6) over every checked element of every
 input (relative errors only where the numeric gradient is above 1e-5).
 """
+import numpy as np
 from autograd import Tensor, backend, gradcheck
 from autograd import functional as F
-
-np = backend.np
 
 
 def rand(*shape, seed=0, positive=False):

@@ -30,6 +30,44 @@ if not getattr(_autograd, "TINYGPT_ENGINE", False):
 from .config import PRESETS, GPTConfig, TrainConfig, preset  # noqa: E402
 from .errors import TinyGPTError  # noqa: E402
 from .model import GPT2  # noqa: E402
+from . import checkpoint as _checkpoint, generate as _generate, hf as _hf  # noqa: E402
+
+# The API of the README, attached here rather than written in model.py: these live in
+# the modules above model.py (checkpoint, hf, generate import it), so imports go one way.
+
+
+def _load(cls, path, device=None):
+    """Read a checkpoint written by ``tinygpt train`` (a run folder, or one of its
+    ``best``/``latest`` checkpoint folders)."""
+    return _checkpoint.load_model(path, device=device)
+
+
+def _from_pretrained(cls, name_or_path, device=None):
+    """OpenAI's GPT-2 weights from a Hugging Face folder, cache, or name (see tinygpt/hf.py)."""
+    return _hf.from_pretrained(name_or_path, device=device)
+
+
+def _save(self, path):
+    """Write the weights, config and tokenizer to a checkpoint folder."""
+    _checkpoint.save_model(self, path)
+
+
+def _generate_text(self, prompt="", max_length=100, temperature=0.8, top_k=None, top_p=None, seed=None,
+                   max_new_tokens=None, stop_at_eot=True):
+    """The prompt followed by up to ``max_length`` new tokens, as text.
+
+    ``prompt`` is text (or a list of token ids). ``max_new_tokens`` is a synonym of
+    ``max_length``. Sampling: ``temperature`` (0 = greedy), ``top_k``, ``top_p``.
+    """
+    return _generate.generate_text(self, prompt, max_new_tokens=max_new_tokens or max_length,
+                                   temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                                   stop_at_eot=stop_at_eot)
+
+
+GPT2.load = classmethod(_load)
+GPT2.from_pretrained = classmethod(_from_pretrained)
+GPT2.save = _save
+GPT2.generate = _generate_text
 
 
 def load(path, device=None):

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import sys
 
-from autograd import backend
+import numpy as np
 
-from .generate import generate_ids, next_token_distribution
+
+from .generate import SamplingError, check_sampling, generate_ids, next_token_distribution
 from .tokenizer import StreamDecoder
 
-np = backend.np
 SEPARATOR = "\n\n"
 DEBUG_LEGEND = ("  each row: the token chosen, its probability under the model -> under /temp /topk /topp "
                 "(what it was drawn from) | the model's five most likely tokens")
@@ -101,26 +101,22 @@ class Chat:
                 self._write("(conversation cleared)\n")
             elif name == "/temp":
                 value = float(arg)
-                if value < 0:
-                    raise ValueError
+                check_sampling(temperature=value)
                 self.temperature = value
                 self._write(f"(temperature {value})\n")
             elif name == "/topk":
-                value = int(arg)
-                if value < 0:
-                    raise ValueError
-                self.top_k = value or None
+                value = int(arg) or None                        # 0: off
+                check_sampling(top_k=value)
+                self.top_k = value
                 self._write(f"(top-k {self.top_k or 'off'})\n")
             elif name == "/topp":
                 value = float(arg)
-                if not 0 < value <= 1:
-                    raise ValueError
-                self.top_p = None if value == 1 else value
+                check_sampling(top_p=value)
+                self.top_p = None if value == 1 else value     # 1: off
                 self._write(f"(top-p {self.top_p or 'off'})\n")
             elif name == "/max":
                 value = int(arg)
-                if value < 1:
-                    raise ValueError
+                check_sampling(max_new_tokens=value)
                 self.max_new_tokens = value
                 self._write(f"(at most {value} tokens per reply)\n")
             elif name == "/debug":
@@ -132,6 +128,8 @@ class Chat:
                 self._write(f"unknown command {name}; /help lists them\n")
         except ValueError:
             self._write(f"bad value {arg!r} for {name}; /help shows what it takes\n")
+        except SamplingError as exc:
+            self._write(f"bad value {arg!r} for {name}: {exc.setting} {exc.rule}\n")
         return True
 
     # ------------------------------------------------------------------ replies

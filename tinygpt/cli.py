@@ -34,27 +34,27 @@ def _positive_int(text):
     return value
 
 
-def _nonneg_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+def _sampling_setting(setting, parse):
+    """An argparse type for one sampling setting: parsed here, its rule from
+    generate.check_sampling (the one home of those rules)."""
+    def convert(text):
+        from .generate import SamplingError, check_sampling
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {'integer' if parse is int else 'number'} {text!r}") from None
+        try:
+            check_sampling(**{setting: value})
+        except SamplingError as exc:
+            raise argparse.ArgumentTypeError(exc.rule) from None
+        return value
+    return convert
 
 
 def _port(text):
     value = _positive_int(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"must be from 1 to 65535, got {value}")
-    return value
-
-
-def _top_p(text):
-    value = _nonneg_float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return value
 
 
@@ -98,12 +98,12 @@ def _model_arguments(parser):
 
 def _sampling_arguments(parser, max_new_tokens):
     _model_arguments(parser)
-    parser.add_argument("--max-new-tokens", type=_positive_int, default=max_new_tokens,
+    parser.add_argument("--max-new-tokens", type=_sampling_setting("max_new_tokens", int), default=max_new_tokens,
                         help=f"tokens to generate (default: {max_new_tokens})")
-    parser.add_argument("--temperature", type=_nonneg_float, default=0.8,
+    parser.add_argument("--temperature", type=_sampling_setting("temperature", float), default=0.8,
                         help="randomness: 0 = always the most likely token (default: 0.8)")
-    parser.add_argument("--top-k", type=_positive_int, default=200, help="sample among the k most likely (default: 200)")
-    parser.add_argument("--top-p", type=_top_p, default=None, help="sample among the most likely tokens of total probability p")
+    parser.add_argument("--top-k", type=_sampling_setting("top_k", int), default=200, help="sample among the k most likely (default: 200)")
+    parser.add_argument("--top-p", type=_sampling_setting("top_p", float), default=None, help="sample among the most likely tokens of total probability p")
     parser.add_argument("--seed", type=int, default=None, help="random seed for reproducible samples")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu or cuda (default: cpu)")
 

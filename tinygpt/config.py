@@ -10,6 +10,12 @@ from .errors import TinyGPTError
 GPT2_VOCAB = 50257  # 50,000 BPE merges + 256 byte tokens + <|endoftext|>
 
 
+def _from_dict(cls, d: dict):
+    """``cls(**d)`` keeping only ``cls``'s fields (a saved config may hold fields of another version)."""
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in known})
+
+
 @dataclass
 class GPTConfig:
     """The shape of a GPT-2. The defaults are OpenAI's 124M model."""
@@ -46,10 +52,7 @@ class GPTConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    from_dict = classmethod(_from_dict)
 
 
 # Named presets. OpenAI's four sizes (Radford et al. 2019, table 2, with the layer
@@ -109,10 +112,34 @@ class TrainConfig:
     overwrite: bool = field(default=False, metadata={"help": "replace the run already in --out (its checkpoints, log and plot are deleted); without it, training into a folder that holds a run is refused"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar (on a terminal; when stderr is a file or a pipe, a plain line every tenth of the run instead)"})
 
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        """One clear TinyGPTError naming the flag, for a value no run can use. Called when the
+        config is made and again by the trainer (a field may be set after construction)."""
+        for name in ("batch_size", "grad_accum", "eval_iters", "eval_interval"):
+            if getattr(self, name) < 1:
+                raise TinyGPTError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_iters", "warmup_iters", "sample_tokens"):
+            if getattr(self, name) < 0:
+                raise TinyGPTError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        if self.block_size is not None and self.block_size < 1:
+            raise TinyGPTError(f"--block-size must be at least 1, got {self.block_size}")
+        if not self.lr > 0 or (self.min_lr is not None and self.min_lr < 0):
+            raise TinyGPTError(f"--lr must be positive and --min-lr not negative (got {self.lr}, {self.min_lr})")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise TinyGPTError(f"--beta1/--beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise TinyGPTError("--weight-decay and --grad-clip must not be negative")
+        if self.tokenizer not in ("gpt2", "char"):
+            raise TinyGPTError(f"unknown tokenizer {self.tokenizer!r}; choose gpt2 or char")
+        if self.dtype not in ("float32", "float64"):
+            raise TinyGPTError(f"--dtype must be float32 or float64, got {self.dtype!r}")
+        if not self.bucket_mb > 0:
+            raise TinyGPTError(f"--bucket-mb must be positive, got {self.bucket_mb}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    from_dict = classmethod(_from_dict)

@@ -20,11 +20,11 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from autograd import backend
+import numpy as np
+
 
 from .errors import TinyGPTError
 
-np = backend.np  # host-side arrays (memory maps, batch indices)
 
 BUNDLED_NAME = "shakespeare"
 TRAIN_FRACTION = 0.9

@@ -17,13 +17,43 @@ Sampling happens on the host in float64 with its own seeded generator.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from autograd import backend, no_grad
 
 from .errors import TinyGPTError, warn
 from .model import KVCache
 from .tokenizer import StreamDecoder
 
-np = backend.np
+
+class SamplingError(TinyGPTError):
+    """A sampling setting outside its range; ``setting`` and ``rule`` let each interface
+    word its own line ("--top-p: must be in (0, 1], got 2")."""
+
+    def __init__(self, setting: str, rule: str):
+        self.setting, self.rule = setting, rule
+        super().__init__(f"bad sampling settings: {setting} {rule}")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def check_sampling(temperature=0.0, top_k=None, top_p=None, max_new_tokens=1) -> None:
+    """The one home of the sampling settings' rules, used by generate, the command line,
+    the chat and the explorer: temperature >= 0 (0: always the most likely token), top_k
+    an integer >= 1 or None (every token), top_p in (0, 1] or None (off), max_new_tokens an
+    integer >= 1. Raises SamplingError naming the first setting that breaks its rule."""
+    if not (_number(temperature) and math.isfinite(temperature) and temperature >= 0):
+        raise SamplingError("temperature", f"must be a number, 0 or more, got {temperature!r}")
+    if top_k is not None and not (_number(top_k) and int(top_k) == top_k and top_k >= 1):
+        raise SamplingError("top_k", f"must be an integer, at least 1, got {top_k!r}")
+    if top_p is not None and not (_number(top_p) and 0 < top_p <= 1):
+        raise SamplingError("top_p", f"must be in (0, 1], got {top_p!r}")
+    if not (_number(max_new_tokens) and int(max_new_tokens) == max_new_tokens and max_new_tokens >= 1):
+        raise SamplingError("max_new_tokens", f"must be an integer, at least 1, got {max_new_tokens!r}")
 
 
 def next_token_distribution(logits, temperature=1.0, top_k=None, top_p=None):
@@ -31,10 +61,8 @@ def next_token_distribution(logits, temperature=1.0, top_k=None, top_p=None):
 
     ``temperature`` 0 gives a one-hot on the argmax.
     """
+    check_sampling(temperature, top_k, top_p)
     z = np.asarray(logits, dtype=np.float64).reshape(-1)
-    if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
-        raise TinyGPTError(f"bad sampling settings: temperature={temperature} (>= 0), top_k={top_k} (>= 1), "
-                           f"top_p={top_p} (in (0, 1])")
     if temperature == 0:
         probs = np.zeros_like(z)
         probs[int(np.argmax(z))] = 1.0

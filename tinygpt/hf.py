@@ -23,13 +23,15 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from autograd import backend
 from autograd.install import install_hint
 
 from .config import GPT2_VOCAB, GPTConfig
 from .errors import TinyGPTError
+from .model import GPT2
 
-np = backend.np
 
 HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 KNOWN_NAMES = {"gpt2": "openai-community/gpt2", "gpt2-medium": "openai-community/gpt2-medium",
@@ -185,7 +187,6 @@ def _read_weights(folder: Path):
 
 def from_pretrained(name_or_path, device=None):
     """A GPT2 with the weights of a Hugging Face GPT-2 checkpoint (see the module docstring)."""
-    from .model import GPT2
 
     if device is not None:
         backend.use_backend(device)

@@ -199,33 +199,5 @@ class GPT2(nn.Module):
             x = x[:, -1:, :]                                             # (B, 1, C)
         return F.linear(x, tr.wte.weight), None                          # (B, T, V), tied head
 
-    # ------------------------------------------------------------------ convenience
-    @classmethod
-    def load(cls, path, device=None):
-        """Read a checkpoint written by ``tinygpt train`` (a run folder, or one of its
-        ``best``/``latest`` checkpoint folders)."""
-        from .checkpoint import load_model
-        return load_model(path, device=device)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path, device=None):
-        """OpenAI's GPT-2 weights from a Hugging Face folder, cache, or name (see tinygpt/hf.py)."""
-        from .hf import from_pretrained
-        return from_pretrained(name_or_path, device=device)
-
-    def save(self, path):
-        """Write the weights, config and tokenizer to a checkpoint folder."""
-        from .checkpoint import save_model
-        save_model(self, path)
-
-    def generate(self, prompt="", max_length=100, temperature=0.8, top_k=None, top_p=None, seed=None,
-                 max_new_tokens=None, stop_at_eot=True):
-        """The prompt followed by up to ``max_length`` new tokens, as text.
-
-        ``prompt`` is text (or a list of token ids). ``max_new_tokens`` is a synonym of
-        ``max_length``. Sampling: ``temperature`` (0 = greedy), ``top_k``, ``top_p``.
-        """
-        from .generate import generate_text
-        return generate_text(self, prompt, max_new_tokens=max_new_tokens or max_length,
-                             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                             stop_at_eot=stop_at_eot)
+    # GPT2.load, GPT2.from_pretrained, model.save and model.generate live in checkpoint.py,
+    # hf.py and generate.py, which import this module; tinygpt/__init__.py attaches them.

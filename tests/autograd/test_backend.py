@@ -1,4 +1,5 @@
 """The one array-module switch."""
+import ast
 import os
 import re
 import subprocess
@@ -60,16 +61,46 @@ def test_the_environment_variable_asking_for_cuda_without_cupy_names_the_fix():
     assert "BackendUnavailable" in out.stderr and '[cuda]" (CUDA 12)' in out.stderr
 
 
-def test_no_module_but_backend_imports_numpy_or_cupy():
-    pattern = re.compile(r"^\s*(import|from)\s+(numpy|cupy|cupyx)\b", re.MULTILINE)
-    offenders = []
-    for package in ("autograd", "tinygpt"):
-        for path in (ROOT / package).rglob("*.py"):
-            if path.name == "backend.py" and path.parent.name == "autograd":
-                continue
-            if pattern.search(path.read_text()):
-                offenders.append(str(path.relative_to(ROOT)))
-    assert offenders == [], f"these files import numpy/cupy directly: {offenders}"
+def test_only_backend_imports_cupy():
+    pattern = re.compile(r"^\s*(import|from)\s+(cupy|cupyx)\b", re.MULTILINE)
+    offenders = [str(path.relative_to(ROOT)) for package in ("autograd", "tinygpt", "demos", "benchmarks")
+                 for path in (ROOT / package).rglob("*.py")
+                 if path != ROOT / "autograd" / "backend.py" and pattern.search(path.read_text())]
+    assert offenders == [], f"these files import CuPy directly: {offenders}"
+
+
+# What tinygpt/ may take from the device's array module: making, sizing and naming arrays.
+# The math on device arrays (products, reductions, exp...) is the engine's: autograd/.
+ALLOWED_XP = {"empty", "zeros", "ones", "arange", "asarray", "dtype", "float32", "float64", "int64", "cuda",
+              "__name__"}
+
+
+def _device_calls(tree):
+    """Attributes taken on backend.xp() or on a name bound to it, with their line numbers."""
+    bound = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign) and _is_xp_call(node.value)
+             for t in node.targets if isinstance(t, ast.Name)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and (_is_xp_call(node.value) or
+                                                (isinstance(node.value, ast.Name) and node.value.id in bound)):
+            yield node.attr, node.lineno
+
+
+def _is_xp_call(node):
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "xp"
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == "backend")
+
+
+def test_no_device_math_outside_autograd():
+    found = [(str(path.relative_to(ROOT)), attr, line) for path in (ROOT / "tinygpt").rglob("*.py")
+             for attr, line in _device_calls(ast.parse(path.read_text()))]
+    assert found, "the check sees no use of backend.xp() in tinygpt/ (it should see the KV cache's)"
+    math = [f"{p}:{line} xp.{attr}" for p, attr, line in found if attr not in ALLOWED_XP]
+    assert not math, f"device math outside autograd/ (give it a kernel or an op): {math}"
+
+
+def test_the_device_math_check_sees_a_planted_call():
+    tree = ast.parse("xp = backend.xp()\ny = xp.exp(x)\nz = backend.xp().matmul(a, b)\n")
+    assert sorted(attr for attr, _ in _device_calls(tree)) == ["exp", "matmul"]
 
 
 def test_to_numpy_returns_a_host_array():

@@ -112,3 +112,33 @@ def test_a_model_with_another_vocabulary_and_no_tokenizer_says_how_to_pass_one()
         model.generate("Once upon a time", max_length=5)
     model.tokenizer = CharTokenizer([chr(32 + i) for i in range(65)])   # 65 characters for 65 ids
     assert model.generate("Once upon a time", max_length=5).startswith("Once upon a time")
+
+
+@pytest.mark.parametrize("flag,chat_command,value,setting", [
+    ("--temperature", "/temp", "-0.5", "temperature"),
+    ("--top-p", "/topp", "1.5", "top_p"),
+    ("--max-new-tokens", "/max", "0", "max_new_tokens"),
+])
+def test_the_command_line_and_the_chat_refuse_a_sampling_setting_by_the_one_rule(flag, chat_command, value,
+                                                                                    setting, capsys):
+    """generate.check_sampling is the one home of the rules: the command line and the chat
+    word their own line around the rule it gives."""
+    import io
+
+    from tinygpt.chat import Chat
+    from tinygpt.cli import build_parser
+    from tinygpt.generate import SamplingError, check_sampling
+    parse = float if setting != "max_new_tokens" else int
+    with pytest.raises(SamplingError) as refused:
+        check_sampling(**{setting: parse(value)})
+    rule = refused.value.rule
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["generate", flag, value])
+    assert f"argument {flag}: {rule}" in capsys.readouterr().err
+    out = io.StringIO()
+    chat = Chat.__new__(Chat)                       # only its command handling is exercised
+    chat.out, chat.debug = out, False
+    chat.temperature, chat.top_k, chat.top_p, chat.max_new_tokens = 0.8, 200, None, 150
+    chat.command(f"{chat_command} {value}")
+    assert f"bad value {value!r} for {chat_command}: {setting} {rule}" in out.getvalue()
+    assert (chat.temperature, chat.top_p, chat.max_new_tokens) == (0.8, None, 150)   # unchanged

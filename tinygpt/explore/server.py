@@ -58,14 +58,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 from autograd import backend, no_grad
 
 from ..errors import TinyGPTError
-from ..generate import generate_ids, next_token_distribution
+from ..generate import SamplingError, check_sampling, generate_ids, next_token_distribution
 from ..plots import read_log
 from ..tokenizer import StreamDecoder
 
-np = backend.np
 
 MAX_BODY = 64 * 1024               # bytes; a prompt of a whole context of BPE tokens is ~5 kB
 MAX_NEW_TOKENS = 500
@@ -273,11 +274,17 @@ def _number(body: dict, key: str, default, low: float, high: float, low_open=Fal
 
 
 def _sampling(body: dict, default_temperature: float):
-    temperature = _number(body, "temperature", default_temperature, 0.0, 100.0)
+    """(temperature, top_k, top_p) from a request: JSON numbers here, their rules in
+    generate.check_sampling."""
+    temperature = _number(body, "temperature", default_temperature, -math.inf, math.inf)
     top_k = body.get("top_k")
     if top_k is not None:
-        top_k = _integer(body, "top_k", None, 1, 10 ** 9)
-    top_p = _number(body, "top_p", None, 0.0, 1.0, low_open=True)
+        top_k = _integer(body, "top_k", None, -2 ** 63, 2 ** 63)
+    top_p = _number(body, "top_p", None, -math.inf, math.inf)
+    try:
+        check_sampling(temperature, top_k, top_p)
+    except SamplingError as exc:
+        raise BadRequest(f'"{exc.setting}" {exc.rule}') from None
     return temperature, top_k, top_p
 
 
