@@ -37,13 +37,15 @@ def _as_groups(params, defaults):
 
 
 def decay_groups(named_parameters, weight_decay):
-    """Two parameter groups: >= 2-D tensors decayed by ``weight_decay``, the rest not."""
+    """Two parameter groups: >= 2-D tensors decayed by ``weight_decay``, the rest not.
+    Each group keeps its parameters' names, so that the optimizer's state is saved and
+    restored by name (``state_dict``)."""
     named = list(named_parameters)
-    decay = [p for _, p in named if p.ndim >= 2]
-    no_decay = [p for _, p in named if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}]
+    decay = [(n, p) for n, p in named if p.ndim >= 2]
+    no_decay = [(n, p) for n, p in named if p.ndim < 2]
+    groups = [{"params": [p for _, p in decay], "names": [n for n, _ in decay], "weight_decay": weight_decay}]
     if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+        groups.append({"params": [p for _, p in no_decay], "names": [n for n, _ in no_decay], "weight_decay": 0.0})
     return groups
 
 
@@ -57,6 +59,16 @@ class Optimizer:
             for p in group["params"]:
                 yield group, p
 
+    def _keys(self):
+        """(key, parameter) for every parameter: its name when the groups carry names
+        (decay_groups), else its position, as a string."""
+        index = 0
+        for group in self.param_groups:
+            names = group.get("names") or [None] * len(group["params"])
+            for name, p in zip(names, group["params"]):
+                yield (name if name is not None else str(index)), p
+                index += 1
+
     def zero_grad(self):
         for _, p in self._params():
             p.grad = None
@@ -65,37 +77,42 @@ class Optimizer:
         for group in self.param_groups:
             group["lr"] = lr
 
-    # state_dict: hyper-parameters (JSON-able) and per-parameter arrays, by position
     def state_dict(self):
-        groups = [{k: v for k, v in g.items() if k != "params"} | {"n_params": len(g["params"])}
+        """{"param_groups": the hyper-parameters of each group (JSON-able) and its size,
+        "state": {key: {"step": int, and arrays such as "exp_avg"}}}, keyed by parameter name
+        (or position). The arrays are the optimizer's own: copy them before changing them."""
+        groups = [{k: v for k, v in g.items() if k not in ("params", "names")} | {"n_params": len(g["params"])}
                   for g in self.param_groups]
-        state = {}
-        for index, (_, p) in enumerate(self._params()):
-            if id(p) in self.state:
-                state[index] = dict(self.state[id(p)])
+        state = {key: dict(self.state[id(p)]) for key, p in self._keys() if id(p) in self.state}
         return {"param_groups": groups, "state": state}
 
     def load_state_dict(self, state_dict):
+        """Restore what ``state_dict`` gave (host or device arrays, converted to each
+        parameter's dtype on the active backend). Refuses a state of another shape."""
         groups = state_dict["param_groups"]
-        if [g["n_params"] for g in groups] != [len(g["params"]) for g in self.param_groups]:
+        if any("n_params" in g for g in groups) and \
+                [g.get("n_params") for g in groups] != [len(g["params"]) for g in self.param_groups]:
             raise ValueError("optimizer state does not match these parameters "
                              "(different number of groups or parameters)")
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"optimizer state has {len(groups)} parameter groups, this optimizer "
+                             f"{len(self.param_groups)}")
         for group, saved in zip(self.param_groups, groups):
             group.update({k: (tuple(v) if k == "betas" else v) for k, v in saved.items() if k != "n_params"})
         self.state = {}
-        for index, (_, p) in enumerate(self._params()):
-            saved = state_dict["state"].get(index, state_dict["state"].get(str(index)))
+        for key, p in self._keys():
+            saved = state_dict["state"].get(key)
             if saved is None:
                 continue
             entry = {}
-            for key, value in saved.items():
-                if key == "step":
-                    entry[key] = int(value)
-                else:
-                    if tuple(value.shape) != tuple(p.shape):
-                        raise ValueError(f"optimizer state {key} for parameter {index} has shape "
-                                         f"{tuple(value.shape)}, parameter has {tuple(p.shape)}")
-                    entry[key] = backend.asarray(value, dtype=p.dtype).copy()
+            for name, value in saved.items():
+                if name == "step":
+                    entry[name] = int(value)
+                    continue
+                if tuple(value.shape) != tuple(p.shape):
+                    raise ValueError(f"optimizer state {name} of {key} has shape {tuple(value.shape)}, "
+                                     f"the parameter {tuple(p.shape)}")
+                entry[name] = backend.asarray(value, dtype=p.dtype).copy()
             self.state[id(p)] = entry
 
 

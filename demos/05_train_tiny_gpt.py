@@ -10,13 +10,18 @@ Trainer (tinygpt/train.py), the loop that ``tinygpt train`` runs. One step:
     optimizer.set_lr(schedule(step)); step()    AdamW at the scheduled learning rate
 
 Then we read the run's log (log.jsonl, one JSON line per step and per evaluation)
-and plot the loss, the learning rate and the gradient norm.
+and plot the loss, the learning rate and the gradient norm. Last, ``autograd.trace``
+lists what ``loss.backward()`` does in one step: the recorded graph, node by node, in
+the order the backward pass visits it (llm.c writes the same list by hand in its
+``gpt2_backward``).
 
     python demos/05_train_tiny_gpt.py
 """
 import math
 
 import _common
+import autograd
+from autograd import backend
 from tinygpt.generate import generate_text
 from tinygpt.plots import read_log
 
@@ -87,6 +92,16 @@ def main():
     _common.save(fig, out, "05_training_curves.png")
     print(f"(the Trainer also drew its own figure: {out / 'model' / 'loss.png'}; "
           f"`tinygpt plot {out / 'model'}` redraws it from the log)")
+
+    _common.heading("One step's backward pass, node by node")
+    ids = backend.rng().integers(0, vocab, (1, 9))
+    _, loss = model(ids[:, :-1], ids[:, 1:])                 # one forward pass records the graph
+    lines = autograd.trace(loss, names=dict(model.named_parameters()), show=False)
+    print("\n".join(lines[:9] + ["   ..."] + lines[-3:]))
+    print("Read it top down: the loss's own node first (the fused head and cross-entropy), then each "
+          "layer from the last to the first, and the two embeddings last. Every line is one kernel's "
+          "backward; after <- come its inputs, #n being the node that computed one: the gradient this line "
+          "computes for that input flows on to node n.")
 
 
 if __name__ == "__main__":

@@ -24,13 +24,15 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+import numpy as np
+
 from autograd import backend
 
-from .config import GPTConfig
+from .config import GPTConfig, TrainConfig
 from .errors import TinyGPTError
+from .model import GPT2
 from .tokenizer import tokenizer_from_dict
 
-np = backend.np
 FORMAT = "tinygpt-checkpoint-1"
 MODEL_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "optimizer.safetensors", "state.json"
 
@@ -78,19 +80,13 @@ def save_checkpoint(folder, model, state: dict, optimizer=None):
         full = dict(state, format=FORMAT, model_config=model.config.to_dict())
         if model.tokenizer is not None:
             full["tokenizer"] = model.tokenizer.to_dict()
-        if optimizer is not None:
-            arrays, steps = {}, {}
-            for name, p in model.named_parameters():
-                st = optimizer.state.get(id(p))
-                if st:
-                    steps[name] = st["step"]
-                    for key, value in st.items():
-                        if key != "step":
-                            arrays[f"{key}/{name}"] = _host(value)
+        if optimizer is not None:   # the moments as "exp_avg/<name>" arrays, the rest in state.json
+            saved = optimizer.state_dict()
+            arrays = {f"{key}/{name}": _host(value) for name, entry in saved["state"].items()
+                      for key, value in entry.items() if key != "step"}
             save_file(arrays, str(tmp / OPTIMIZER_FILE), metadata={"format": FORMAT})
-            full["optimizer"] = {"param_groups": [{k: v for k, v in g.items() if k != "params"}
-                                                  for g in optimizer.param_groups],
-                                 "steps": steps}
+            full["optimizer"] = {"param_groups": saved["param_groups"],
+                                 "steps": {name: entry["step"] for name, entry in saved["state"].items()}}
         _write_json(tmp / STATE_FILE, full)
     write_atomically(Path(folder), write)
 
@@ -133,7 +129,6 @@ def read_arrays(path) -> dict:
 
 def load_model(path, device=None, prefer=("best", "latest")):
     """A GPT2 with the weights, config and tokenizer of a checkpoint."""
-    from .model import GPT2
 
     if device is not None:
         backend.use_backend(device)
@@ -147,25 +142,60 @@ def load_model(path, device=None, prefer=("best", "latest")):
     return model
 
 
-def load_optimizer(folder, model, optimizer, state: dict, arrays=None):
-    """Restore the optimizer's moments and hyper-parameters saved with a checkpoint.
-
-    ``arrays`` (name -> array) stands in for ``folder``'s optimizer file when given:
-    under mpiexec, ranks other than 0 pass zeros of the right shapes and then receive
-    rank 0's values by broadcast."""
-    if arrays is None:
-        arrays = read_arrays(Path(folder) / OPTIMIZER_FILE)
+def read_optimizer_state(folder, state: dict) -> dict:
+    """The optimizer's state_dict saved with the checkpoint in ``folder`` (host arrays):
+    ``Optimizer.load_state_dict`` takes it."""
     saved = state["optimizer"]
-    for group, hyper in zip(optimizer.param_groups, saved["param_groups"]):
-        group.update({k: (tuple(v) if k == "betas" else v) for k, v in hyper.items()})
-    optimizer.state = {}
-    for name, p in model.named_parameters():
-        if name in saved["steps"]:
-            entry = {"step": int(saved["steps"][name])}
-            for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
-                if f"{key}/{name}" in arrays:
-                    entry[key] = backend.asarray(arrays[f"{key}/{name}"], dtype=p.dtype).copy()
-            optimizer.state[id(p)] = entry
+    entries = {name: {"step": int(step)} for name, step in saved["steps"].items()}
+    for key, array in read_arrays(Path(folder) / OPTIMIZER_FILE).items():
+        moment, name = key.split("/", 1)                 # "exp_avg/transformer.h.0.ln_1.weight"
+        entries.setdefault(name, {})[moment] = array
+    return {"param_groups": saved["param_groups"], "state": entries}
+
+
+# ----------------------------------------------------------------------------- resuming
+# flags that shape the model: a resumed run keeps its saved model, so they cannot apply
+MODEL_FLAGS = ("preset", "n_layer", "n_head", "n_embd", "block_size", "tokenizer", "dropout", "init_from")
+
+
+def read_resume(out, world) -> dict:
+    """What resuming the run in ``out`` needs, read by rank 0 and received by every rank:
+    {"state": latest/state.json, "model": name -> weights, "optimizer": a state_dict}."""
+    def read():
+        latest = resolve_checkpoint(out, prefer=("latest",))
+        state = read_state(latest)
+        return {"state": state, "model": read_arrays(latest / MODEL_FILE),
+                "optimizer": read_optimizer_state(latest, state)}
+    return world.from_main(read)
+
+
+def resumed_config(cfg: TrainConfig, explicit: set, state: dict) -> TrainConfig:
+    """The saved run's TrainConfig, with the flags given now (``explicit``) applied; a flag
+    that would change the saved model is refused (the same value as the run's is fine: the
+    original command with --resume added works)."""
+    saved = TrainConfig.from_dict(state["train_config"])
+    if cfg.overwrite:
+        raise TinyGPTError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+    changed = [f"--{name.replace('_', '-')} {getattr(cfg, name)} (the run has {getattr(saved, name)})"
+               for name in MODEL_FLAGS if name in explicit and getattr(cfg, name) != getattr(saved, name)]
+    if changed:
+        raise TinyGPTError(f"--resume continues the saved model as it is, so {', '.join(changed)} cannot change it; "
+                           "drop them, or start a new run in another folder with --out DIR")
+    for name in explicit:
+        setattr(saved, name, getattr(cfg, name))
+    saved.resume = True
+    saved.validate()
+    return saved
+
+
+def refuse_to_replace(out: Path, cfg: TrainConfig) -> None:
+    """Training into a folder that holds a run: refused unless --resume or --overwrite."""
+    held = describe_run(out)
+    if held is not None and not cfg.resume and not cfg.overwrite:
+        raise TinyGPTError(
+            f"{out} already holds a run ({held}); continue it with --resume (and a larger "
+            f"--max-iters to train further), train into another folder with --out DIR, or replace "
+            f"it with --overwrite")
 
 
 # ----------------------------------------------------------------------------- run folders

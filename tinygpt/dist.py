@@ -51,6 +51,9 @@ import os
 import sys
 import time
 import traceback
+from typing import NamedTuple
+
+import numpy as np
 
 from autograd import backend
 from autograd.install import install_hint
@@ -254,6 +257,51 @@ def _mpi_reads_device_memory(comm) -> bool:
 
 
 # ----------------------------------------------------------------------------- worlds
+class _Slot(NamedTuple):
+    """Where an array stood in what rank 0 read (from_main): its place in the list of arrays."""
+    index: int
+    shape: tuple
+    dtype: str
+
+
+def _is_array(value) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, (int, float))
+
+
+def _split_arrays(value, arrays):
+    """``value`` with every array inside (dicts, lists, tuples) replaced by a _Slot; the arrays,
+    as arrays of the active backend, appended to ``arrays`` in order."""
+    if isinstance(value, dict):
+        return {k: _split_arrays(v, arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_split_arrays(v, arrays) for v in value)
+    if _is_array(value):
+        arrays.append(backend.asarray(value))
+        return _Slot(len(arrays) - 1, tuple(value.shape), str(value.dtype))
+    return value
+
+
+def _slots(value):
+    if isinstance(value, _Slot):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _slots(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _slots(v)
+
+
+def _join_arrays(value, arrays):
+    if isinstance(value, _Slot):
+        return arrays[value.index]
+    if isinstance(value, dict):
+        return {k: _join_arrays(v, arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_join_arrays(v, arrays) for v in value)
+    return value
+
+
 class LocalWorld:
     """One process: rank 0 of 1. Every collective is a no-op."""
 
@@ -273,6 +321,10 @@ class LocalWorld:
     def broadcast_object(self, obj):
         return obj
 
+    def from_main(self, read):
+        """``read()``: one process is rank 0 and every rank."""
+        return read()
+
     def gather_objects(self, obj):
         return [obj]
 
@@ -291,8 +343,6 @@ class MPIWorld:
     """N processes under mpiexec, talking through ``comm`` (MPI.COMM_WORLD)."""
 
     def __init__(self, comm, MPI, bucket_mb=DEFAULT_BUCKET_MB):
-        if not bucket_mb > 0:
-            raise TinyGPTError(f"--bucket-mb must be positive, got {bucket_mb}")
         self.comm, self.MPI = comm, MPI
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.is_main = self.rank == 0
@@ -348,6 +398,20 @@ class MPIWorld:
         """Rank 0's ``obj`` (anything picklable) on every rank."""
         return self.comm.bcast(obj, root=0)
 
+    def from_main(self, read):
+        """``read()`` called on rank 0 alone, and its result on every rank: rank 0 reads (a
+        checkpoint, a tokenizer, a model's shape) and the others receive it, so the ranks
+        need no shared disk. Plain values travel by MPI's object broadcast; the arrays inside
+        dicts, lists and tuples travel as arrays, bucketed on the device's transport, and
+        arrive on every rank (rank 0 too) as arrays of the active backend."""
+        arrays = []
+        skeleton = self.broadcast_object(_split_arrays(read(), arrays) if self.is_main else None)
+        if not self.is_main:
+            xp = backend.xp()
+            arrays = [xp.empty(slot.shape, dtype=slot.dtype) for slot in sorted(_slots(skeleton))]
+        self.broadcast_arrays(arrays)
+        return _join_arrays(skeleton, arrays)
+
     def gather_objects(self, obj):
         """On rank 0 the list of every rank's ``obj``, in rank order; None elsewhere."""
         return self.comm.gather(obj, root=0)
@@ -375,7 +439,7 @@ class MPIWorld:
             buffer *= buffer.dtype.type(scale)
         for index, p in enumerate(params):
             p.grad = buckets.view(index)      # a view: no copy back
-        scalars = backend.np.array([float(loss), 1.0 if stop else 0.0], dtype=backend.np.float64)
+        scalars = np.array([float(loss), 1.0 if stop else 0.0], dtype=np.float64)   # reads the loss: one sync
         self.comm.Allreduce(self.MPI.IN_PLACE, scalars, op=self.MPI.SUM)
         return float(scalars[0]) / self.size, bool(scalars[1] > 0)
 

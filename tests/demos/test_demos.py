@@ -21,7 +21,7 @@ LESSONS = {
                           "caught: the gradient check rejected the broken backward"),
     "03_layernorm_backward": (["03_layernorm_paths.png"], "max |three paths - compact formula|"),
     "04_attention_backward": (["04_attention_backward.png"], "dq: max |engine - derivation|"),
-    "05_train_tiny_gpt": (["05_training_curves.png"], "An untrained model spreads its probability evenly"),
+    "05_train_tiny_gpt": (["05_training_curves.png"], "backward visits"),
     "06_sampling": (["06_next_token_distribution.png"], "--- top-p 0.9 (temperature 1) ---"),
     "07_attention_maps": (["07_attention_layer0.png", "07_attention_layer1.png", "07_attention_distance.png"],
                           "mean distance"),

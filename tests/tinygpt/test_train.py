@@ -260,3 +260,40 @@ def test_progress_to_a_pipe_is_plain_lines_without_carriage_returns(corpus, tmp_
     assert "\r" not in result.stderr and "\r" not in result.stdout
     steps = [line.split(":")[0] for line in result.stderr.splitlines() if line.startswith("step ")]
     assert steps == [f"step {s}/20" for s in range(2, 21, 2)]
+
+
+def test_the_steps_read_the_device_once_every_ten_steps_and_log_every_step(corpus, tmp_path, monkeypatch):
+    """On a GPU every read waits for the queued work: the loop keeps the loss and the
+    gradient norm on the device and reads those of ten steps at once (backend.to_numpy is
+    the trainer's one door from device to host). Evaluation and saving are left out here."""
+    from autograd import backend
+    reads, real = [], backend.to_numpy
+    monkeypatch.setattr(backend, "to_numpy", lambda a: (reads.append(tuple(a.shape)), real(a))[1])
+    monkeypatch.setattr(Trainer, "_eval_and_save", lambda self, final=False: {})
+    run(small_config(corpus, tmp_path / "run", max_iters=25, eval_interval=100))
+    assert reads == [(20,), (20,), (10,)]         # (loss, norm) of steps 1-10, 11-20, 21-25
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 26))
+    assert all(np.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in records)
+
+
+def test_the_logged_losses_are_the_losses_of_each_step(corpus, tmp_path):
+    """Reading ten steps at once puts each step's loss on its own line: the first step's
+    logged loss is the loss of the initial model on the first training batch, recomputed here."""
+    from autograd import backend
+    from tinygpt import preset
+    from tinygpt.data import TokenData, load_corpus, stream_seed
+    from tinygpt.tokenizer import make_tokenizer
+    cfg = small_config(corpus, tmp_path / "run", max_iters=3, eval_interval=100)
+    run(cfg)
+    first = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[1])
+    assert first["kind"] == "train" and first["step"] == 1
+    text, _ = load_corpus(str(corpus))
+    tokenizer = make_tokenizer("char", text)
+    backend.seed(cfg.seed)
+    model = GPT2(preset("tiny", vocab_size=tokenizer.vocab_size, block_size=16), tokenizer=tokenizer)
+    data = TokenData(text, tokenizer, 16, seed=stream_seed(cfg.seed + 1, 0))
+    x, y = data.get_batch("train", 4)
+    # the same float32 computation on the same inputs; 1e-6 leaves room for a BLAS that
+    # splits a product differently between two calls, far below the change of a step (~1e-2)
+    assert first["loss"] == pytest.approx(float(model(x, y)[1].data), rel=1e-6)
