@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(cmd, log: Path, timeout: float, env=None):
     """(passed, seconds, output) of one command, its output also written to ``log``."""
     start = time.perf_counter()
+    if env is None:   # this checkout's packages first, installed or not
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     try:
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
         text, ok = out.stdout + out.stderr, out.returncode == 0
@@ -81,7 +83,7 @@ def part_train(logs: Path, preset: str | None):
     if preset:
         cmd += ["--preset", preset, "--eval-interval", "50", "--eval-iters", "2"]
     ok, sec, text = run(cmd, logs / f"train-{name}.log", 300)
-    done = re.search(r"done: 50 steps in (\S+) s, val loss (\S+)", text)
+    done = re.search(r"done: 50 steps in (\S+) s, val loss ([0-9.]+)", text)
     return ok and done is not None, sec, (f"50 steps in {done.group(1)} s, val loss {done.group(2)}" if done
                                           else "did not finish (see the log)")
 
