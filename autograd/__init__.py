@@ -15,7 +15,7 @@ from .tensor import Tensor, tensor
 from .function import Function, enable_grad, is_grad_enabled, no_grad
 from . import functional, ops
 from . import functional as F
-from . import nn, optim
+from . import nn, optim, profiler
 from .gradcheck import GradcheckError, gradcheck
 from .trace import trace
 
@@ -29,4 +29,4 @@ TINYGPT_ENGINE = True
 
 __all__ = ["Tensor", "tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "use_backend",
            "BackendUnavailable", "backend", "gradcheck", "GradcheckError", "nn", "optim", "F",
-           "functional", "ops", "trace", "TINYGPT_ENGINE"]
+           "functional", "ops", "profiler", "trace", "TINYGPT_ENGINE"]

@@ -31,7 +31,9 @@ GPU thread; slow, exact).
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 
 import numpy as np
 
@@ -66,7 +68,6 @@ def _enter_simulator():
     reads NUMBA_ENABLE_CUDASIM once, when numba.cuda is first imported (on the first launch,
     kernels/cuda/launch.py): it must not have been imported for a real GPU already."""
     import importlib.util
-    import sys
     if importlib.util.find_spec("numba") is None:
         raise BackendUnavailable(f"the cuda-sim backend needs numba-cuda: {install_hint('test')}")
     numba = sys.modules.get("numba")
@@ -288,6 +289,34 @@ def parallel_rows(fn, n_rows: int, min_rows: int = 64) -> None:
     fn(bounds[0], bounds[1])  # the calling thread takes the first share
     for f in futures:
         f.result()  # re-raises a worker's exception
+
+
+# ----------------------------------------------------------------------------- host memory
+def _reuse_freed_memory() -> bool:
+    """Ask glibc's malloc to serve arrays below 32 MB from its heap and to keep the memory
+    freed there for reuse, instead of mapping fresh pages from the OS for each new array
+    (its default above 128 KB, adapted as it goes) and giving them back on free.
+
+    Why: a training step allocates its activations anew while the tape keeps the previous
+    ones alive, so with the default every step's arrays landed on fresh pages, and the OS
+    faulted in and zeroed each page on first touch. Measured on 2 cores: a baby-char
+    training step 54 ms with the default, 38 ms with this; the elementwise kernels (GELU,
+    layer norm) had spent most of their time in page faults. The cost: memory a step has
+    freed stays with the process for the next step (its peak does not grow).
+
+    Linux with glibc only (elsewhere nothing changes); TINYGPT_MALLOC=0 leaves malloc as it
+    is. A process-wide setting, made once when autograd is imported."""
+    if not sys.platform.startswith("linux") or os.environ.get("TINYGPT_MALLOC", "1").strip() == "0":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):   # not glibc (musl has no mallopt)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3                     # glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
+malloc_tuned = _reuse_freed_memory()
 
 
 def _init_from_environment() -> None:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import threading
 
-from . import backend
+from . import backend, profiler
 from .tensor import Tensor
 
 __all__ = ["Function", "Context", "no_grad", "enable_grad", "is_grad_enabled", "body_suffix", "choose_body",
@@ -165,7 +165,11 @@ class Function:
         requires_grad = _grad_mode.enabled and any(needs)
         ctx = Context(cls, inputs, needs, requires_grad, getattr(cls, "backward" + suffix))
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        prof = profiler.current()
+        start = profiler.clock() if prof is not None else 0.0
         out = getattr(cls, "forward" + suffix)(ctx, *raw, **kwargs)
+        if prof is not None:
+            prof.add(cls.__name__, "forward", profiler.clock() - start)
         result = Tensor.wrap(out, requires_grad=requires_grad)
         if requires_grad:
             result._ctx = ctx

@@ -19,7 +19,7 @@ tensor -> function -> ops, kernels -> functional -> nn, optim.
 """
 from __future__ import annotations
 
-from . import backend
+from . import backend, profiler
 
 __all__ = ["Tensor", "tensor", "backward_order"]
 
@@ -154,6 +154,7 @@ class Tensor:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape}, expected {self.shape}")
 
         grads = {id(self): grad}
+        prof = profiler.current()                 # autograd.profiler: time each backward, if asked
         for node in backward_order(self):
             g = grads.pop(id(node), None)
             if g is None:
@@ -163,7 +164,10 @@ class Tensor:
                 if node.requires_grad:
                     node.grad = g if node.grad is None else node.grad + g
                 continue
+            start = profiler.clock() if prof is not None else 0.0
             input_grads = ctx.run_backward(g)     # the node's hand-written backward
+            if prof is not None:
+                prof.add(ctx.fn.__name__, "backward", profiler.clock() - start)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             seen = set()

@@ -164,6 +164,8 @@ def _cmd_train(args):
     given = {k: v for k, v in vars(args).items() if k != "command"}
     cfg = TrainConfig(**given)
     summary = Trainer(cfg, explicit=set(given)).run()
+    if "profile" in summary:
+        return 0
     if not summary["interrupted"]:
         val = summary["val_loss"]
         print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s"

@@ -110,6 +110,7 @@ class TrainConfig:
     bucket_mb: float = field(default=25.0, metadata={"help": "under mpiexec: gradients are all-reduced in buffers of about this many MB"})
     resume: bool = field(default=False, metadata={"help": "continue the run saved in --out"})
     overwrite: bool = field(default=False, metadata={"help": "replace the run already in --out (its checkpoints, log and plot are deleted); without it, training into a folder that holds a run is refused"})
+    profile: int = field(default=0, metadata={"help": "only measure: run N steps (after 2 warm-up steps), print where a step's time goes, kernel by kernel, and write nothing (0: train)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar (on a terminal; when stderr is a file or a pipe, a plain line every tenth of the run instead)"})
 
     def __post_init__(self):
@@ -121,7 +122,7 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "eval_iters", "eval_interval"):
             if getattr(self, name) < 1:
                 raise TinyGPTError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_iters", "warmup_iters", "sample_tokens"):
+        for name in ("max_iters", "warmup_iters", "sample_tokens", "profile"):
             if getattr(self, name) < 0:
                 raise TinyGPTError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
         if self.block_size is not None and self.block_size < 1:

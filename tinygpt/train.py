@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autograd import BackendUnavailable, backend, no_grad, optim
+from autograd import BackendUnavailable, backend, no_grad, optim, profiler
 
 from . import dist
 from .checkpoint import clear_run, read_resume, refuse_to_replace, resumed_config, save_checkpoint
@@ -96,7 +96,7 @@ class Trainer:
             self.print = _silent
             dist.quiet_unless_main(self.world)
         with self.world.abort_on_error():   # one process: exceptions go on up, unchanged
-            return self._run()
+            return self._profile() if self.cfg.profile else self._run()
 
     # ------------------------------------------------------------------ the loop
     def _run(self):
@@ -152,6 +152,40 @@ class Trainer:
                 "best_val_loss": self.best_val, "out": str(self.out), "seconds": time.time() - self.t0,
                 "interrupted": interrupted, "rank": world.rank, "world_size": world.size}
 
+    def _profile(self):
+        """--profile N: N training steps (after 2 warm-up steps) under autograd.profiler, then
+        the table of where a step's time went. Nothing is written to the run folder."""
+        self._setup()
+        cfg, model, opt = self.cfg, self.model, self.optimizer
+        params, n = model.parameters(), cfg.profile
+        model.train()
+
+        def one_step():
+            x, y = self.data.get_batch("train", cfg.batch_size)
+            _, loss = model(x, y)
+            loss.backward()
+            with profiler.section("clip_grad_norm"):
+                optim.clip_grad_norm(params, cfg.grad_clip)
+            with profiler.section("AdamW (kernels/adamw.py)"):
+                opt.step()
+            opt.zero_grad()
+        for _ in range(2):
+            one_step()
+        with profiler.profiling() as prof:
+            start = profiler.clock()
+            for _ in range(n):
+                one_step()
+            seconds = profiler.clock() - start
+        c = model.config
+        table = prof.table(n, seconds, title=(
+            f"where a training step's time goes: {n} steps after 2 warm-up steps; {c.n_layer} layers, "
+            f"{c.n_embd} wide, context {c.block_size}, batch {cfg.batch_size}, vocabulary {c.vocab_size}; "
+            f"{backend.device_info()}, {backend.host_threads()} threads"
+            + ("" if backend.fast_kernels() else "; reference kernels only")))
+        self.print(table)
+        return {"profile": table, "step": 0, "interrupted": False, "val_loss": None, "out": str(self.out),
+                "seconds": seconds, "steps": n}
+
     def _read_and_log(self):
         """Read the losses and norms of the steps since the last read in one transfer, log
         them, and stop the run if one is not finite."""
@@ -192,7 +226,7 @@ class Trainer:
         text, name = load_corpus(cfg.data)
         self.out = Path(cfg.out) if cfg.out else Path("runs") / name
         cfg.out = str(self.out)
-        if world.is_main:
+        if world.is_main and not cfg.profile:
             refuse_to_replace(self.out, cfg)                     # never train over a run without being told to
         # the model's shape and tokenizer: rank 0 decides (it alone loads pretrained weights)
         self._pretrained = None
@@ -221,10 +255,10 @@ class Trainer:
         decay = cfg.lr_decay_iters if cfg.lr_decay_iters is not None else cfg.max_iters
         self.schedule = optim.WarmupCosine(cfg.lr, min_lr, cfg.warmup_iters, max(decay, cfg.warmup_iters))
         self.step, self.best_val, self.last_good_step, self.pending = 0, math.inf, None, []
-        self.report = Reporter(self.out, self.print) if world.is_main else NullReporter()
+        self.report = Reporter(self.out, self.print) if world.is_main and not cfg.profile else NullReporter()
         if resume is not None:
             self._resume(resume)
-        elif cfg.overwrite and world.is_main:
+        elif cfg.overwrite and world.is_main and not cfg.profile:
             clear_run(self.out)    # the whole old run goes: best/, latest/, log and plot are all the new run's
         world.broadcast_arrays([p.data for p in self.model.parameters()])   # rank 0's weights everywhere
 

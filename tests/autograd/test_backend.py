@@ -131,3 +131,14 @@ def test_scatter_add_rows_equals_numpy_add_at_with_repeated_ids(n, vocab, channe
     backend.scatter_add_rows(got, ids, rows)
     # float64; only the summation order differs from add.at
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_on_linux_with_glibc_freed_memory_is_kept_for_reuse_unless_switched_off():
+    import platform
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's mallopt exists on Linux with glibc only")
+    assert backend.malloc_tuned
+    code = "from autograd import backend; print(backend.malloc_tuned)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, TINYGPT_MALLOC="0"))
+    assert out.stdout.strip() == "False", out.stderr
