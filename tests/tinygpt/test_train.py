@@ -297,3 +297,20 @@ def test_the_logged_losses_are_the_losses_of_each_step(corpus, tmp_path):
     # the same float32 computation on the same inputs; 1e-6 leaves room for a BLAS that
     # splits a product differently between two calls, far below the change of a step (~1e-2)
     assert first["loss"] == pytest.approx(float(model(x, y)[1].data), rel=1e-6)
+
+
+def test_profile_prints_where_a_step_goes_and_writes_nothing(corpus, tmp_path):
+    lines = []
+    out = tmp_path / "run"
+    summary = Trainer(small_config(corpus, out, profile=3), out_stream=lines.append).run()
+    table = summary["profile"]
+    assert lines[-1] == table and "3 steps after 2 warm-up steps" in table
+    rows = {line.split("  ")[1].strip(): line for line in table.splitlines()[2:]}
+    for name in ("LinearCrossEntropy", "LayerNorm", "GELU", "CausalAttention", "Linear", "AdamW (kernels/adamw.py)",
+                 "clip_grad_norm", "the rest: the tape, Python, batches", "one step"):
+        assert name in rows, (name, table)
+    for name in ("LinearCrossEntropy", "LayerNorm", "GELU", "CausalAttention"):
+        fwd, bwd, total = (float(v) for v in rows[name].split()[-4:-1])
+        assert fwd > 0 and bwd > 0 and abs(fwd + bwd - total) <= 0.011   # printed to 0.01 ms
+    assert float(rows["the rest: the tape, Python, batches"].split()[-2]) >= 0
+    assert not out.exists()                          # nothing written
