@@ -13,6 +13,7 @@ CASES = {
     "LinearCrossEntropy": (lambda x, w: F.linear_cross_entropy(x, w, np.arange(150) % 11 - 1), [(150, 16), (11, 16)]),
     "LayerNorm": (lambda x, w, b: F.layer_norm(x, w, b), [(130, 37), (37,), (37,)]),
     "CausalAttention": (lambda q, k, v: F.causal_attention(q, k, v), [(2, 3, 17, 8)] * 3),
+    "Linear": (lambda x, w, b: F.linear(x, w, b), [(1, 1, 37), (29, 37), (29,)]),   # one row: W @ x
 }
 
 
