@@ -114,7 +114,7 @@ def build_parser():
 
     p = sub.add_parser("train", help="train a GPT on a text corpus (default: the bundled Shakespeare)",
                        description="Train a GPT-2 on text. With no flags: the bundled Shakespeare, GPT-2's "
-                                   "tokenizer, the 'baby' model, 300 steps (about 7 minutes on 2 cores). The run "
+                                   "tokenizer, the 'baby' model, 300 steps (about 3 minutes on 2 cores). The run "
                                    "folder (default runs/<corpus name>) gets checkpoints, log.jsonl and loss.png.")
     _train_arguments(p)
 
