@@ -43,7 +43,7 @@ __all__ = [
     "BackendUnavailable", "use_backend", "xp", "name", "is_cuda", "to_numpy", "asarray",
     "seed", "rng", "get_rng_state", "set_rng_state", "scatter_add_rows", "index_add", "device_info",
     "synchronize", "np", "parallel_rows", "host_threads", "kernel_device", "fast_kernels",
-    "use_fast_kernels", "read_scalars",
+    "use_fast_kernels", "read_scalars", "flash_attention", "use_flash_attention",
 ]
 
 
@@ -60,7 +60,8 @@ def _cuda_fix() -> str:
 _ALIASES = {"numpy": "numpy", "cpu": "numpy", "cupy": "cupy", "cuda": "cupy", "gpu": "cupy",
             "cuda-sim": "cuda-sim"}
 
-_state = {"name": "numpy", "xp": np, "rng": None, "seed": 0, "fast": True}
+_state = {"name": "numpy", "xp": np, "rng": None, "seed": 0, "fast": True,
+          "flash": os.environ.get("TINYGPT_FLASH_ATTENTION", "0").strip() == "1"}
 
 
 def _enter_simulator():
@@ -145,6 +146,16 @@ def use_fast_kernels(on: bool) -> None:
     _state["fast"] = bool(on)
 
 
+def flash_attention() -> bool:
+    """Whether attention on CUDA takes its flash-style kernels (no T x T matrix kept)
+    instead of the fused softmax; off by default (TINYGPT_FLASH_ATTENTION=1 turns it on)."""
+    return _state["flash"]
+
+
+def use_flash_attention(on: bool) -> None:
+    _state["flash"] = bool(on)
+
+
 def to_numpy(array):
     """A host NumPy array from a NumPy or CuPy array (or anything array-like)."""
     if hasattr(array, "get") and not isinstance(array, np.ndarray):
@@ -176,6 +187,8 @@ def synchronize() -> None:
 
 def device_info() -> str:
     """One line naming the device arrays live on."""
+    if _state["name"] == "cuda-sim":
+        return "cuda-sim (numba's CUDA simulator, on the CPU)"
     if not is_cuda():
         return "cpu (numpy " + np.__version__ + ")"
     cp = _state["xp"]

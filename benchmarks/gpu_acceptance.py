@@ -15,6 +15,8 @@ Each part runs in its own process, with a time limit, on the CUDA device:
   bench    benchmarks/bench_train.py --device cuda --configs gpt2: GPT-2 124M, batch 8,
            context 1024, TF32 on both sides, against Hugging Face GPT-2 (eager and SDPA),
            each framework in its own process
+  attention  benchmarks/bench_attention.py: one layer's attention (B 8, 12 heads, T 1024),
+           the fused-softmax kernel against the flash kernels: time, memory, agreement
 
 The exit status is 0 only when every part passes; every part's log is kept and
 its folder is printed. Without CuPy or a CUDA device it says so in one line and exits 1.
@@ -99,9 +101,21 @@ def part_bench(logs: Path):
                        f"{r['time_ratio_vs_torch-eager']:.2f}, vs HF SDPA {r['time_ratio_vs_torch-sdpa']:.2f}")
 
 
+def part_attention(logs: Path):
+    ok, sec, text = run([sys.executable, "benchmarks/bench_attention.py"], logs / "attention.log", 300)
+    rows = {name: line for line in text.splitlines() for name in ("fused softmax", "flash (no P)", "largest difference")
+            if line.strip().startswith(name)}
+    if not (ok and len(rows) == 3):
+        return False, sec, "no result (see the log)"
+    worst = float(rows["largest difference"].split()[-1])
+    squeeze = " ".join(rows["fused softmax"].split()) + "; " + " ".join(rows["flash (no P)"].split())
+    return worst <= 1e-4, sec, f"T 1024: {squeeze}; difference {worst:.1e}"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--skip", default="", help="comma-separated parts to leave out: tests,lessons,train,bench")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated parts to leave out: tests,lessons,train,bench,attention")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from autograd import backend
@@ -116,7 +130,7 @@ def main():
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     parts = [("tests", lambda: part_tests(logs)), ("lessons", lambda: part_lessons(logs)),
              ("train", lambda: part_train(logs, None)), ("train gpt2", lambda: part_train(logs, "gpt2")),
-             ("bench", lambda: part_bench(logs))]
+             ("bench", lambda: part_bench(logs)), ("attention", lambda: part_attention(logs))]
     print(f"GPU acceptance on {device}; logs in {logs}", flush=True)
     rows = []
     for name, fn in parts:

@@ -91,9 +91,17 @@ class CausalAttention(Function):
 
     @staticmethod
     def forward_cuda(ctx, q, k, v, weights=None):
-        """The same, with scale, mask and softmax in one CUDA kernel (a block per row)."""
+        """The same, with scale, mask and softmax in one CUDA kernel (a block per row); or,
+        when backend.use_flash_attention is on and P is not asked for, without P at all
+        (cuda/flash_attention.py: tiled, online softmax, P recomputed in the backward)."""
         xp = backend.xp()
         _, _, scale = _check(q, k, v)
+        ctx.flash = weights is None and backend.flash_attention() and q.shape[-1] <= cuda.FLASH_HEAD_SIZE_MAX
+        if ctx.flash:
+            out, lse = cuda.flash_attention_forward(q, k, v, scale)
+            ctx.save_for_backward(q, k, v, out, lse)
+            ctx.scale = scale
+            return out
         att = q @ xp.swapaxes(k, -1, -2)                     # (B, nh, Tq, Tk), q k^T
         cuda.causal_softmax_forward(att, scale)              # P, in place
         return _finish_forward(ctx, q, k, v, att, scale, weights)
@@ -102,6 +110,8 @@ class CausalAttention(Function):
     def backward_cuda(ctx, g):
         """The same, with the softmax backward and the scale in one CUDA kernel."""
         xp = backend.xp()
+        if ctx.flash:
+            return cuda.flash_attention_backward(*ctx.saved, g, ctx.scale)
         q, k, v, p = ctx.saved
         dv = xp.swapaxes(p, -1, -2) @ g                      # P^T g
         ds = g @ xp.swapaxes(v, -1, -2)                      # dP = g v^T

@@ -268,6 +268,40 @@ def test_row_kernels_give_the_same_rows_for_every_power_of_two_block(monkeypatch
     assert_close(s, causal_softmax_reference(scores, 0.5)[0], np.float64)
 
 
+# ---------------------------------------------------------------------------- flash attention
+def attention_reference(q, k, v, g):
+    """out, L (log of the softmax denominators), dq, dk, dv of causal attention, in float64,
+    from kernels/attention.py's formulas."""
+    q, k, v, g = (a.astype(np.float64) for a in (q, k, v, g))
+    tq, tk, hs = q.shape[-2], k.shape[-2], q.shape[-1]
+    scale = 1.0 / np.sqrt(hs)
+    s = q @ np.swapaxes(k, -1, -2) * scale
+    s = np.where(np.arange(tk)[None, :] > np.arange(tq)[:, None] + (tk - tq), -np.inf, s)
+    m = s.max(axis=-1, keepdims=True)
+    lse = (m + np.log(np.exp(s - m).sum(axis=-1, keepdims=True)))[..., 0]
+    p = np.exp(s - lse[..., None])
+    dp = g @ np.swapaxes(v, -1, -2)
+    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    return p @ v, lse, ds @ k * scale, np.swapaxes(ds, -1, -2) @ q * scale, np.swapaxes(p, -1, -2) @ g
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("tq,tk,hs", [(19, 19, 5), (3, 20, 4), (1, 1, 3)],
+                         ids=["two-tiles", "kv-cache", "one-token"])
+def test_flash_attention_matches_the_attention_formulas(dtype, tq, tk, hs):
+    """Tiled with an online softmax, P never stored: out, L and all three gradients equal
+    the reference on a query tile that is not full, a key range spanning two tiles
+    (TILE = 16), queries that see a cache of earlier keys, and a single token."""
+    rng = np.random.default_rng(14)
+    q, g = randn(rng, (1, 2, tq, hs), dtype), randn(rng, (1, 2, tq, hs), dtype)
+    k, v = randn(rng, (1, 2, tk, hs), dtype), randn(rng, (1, 2, tk, hs), dtype)
+    out, lse = cuda.flash_attention_forward(to_device(q), to_device(k), to_device(v), 1.0 / np.sqrt(hs))
+    dq, dk, dv = cuda.flash_attention_backward(to_device(q), to_device(k), to_device(v), out, lse, to_device(g),
+                                               1.0 / np.sqrt(hs))
+    for got, want in zip((out, lse, dq, dk, dv), attention_reference(q, k, v, g)):
+        assert_close(got, want, dtype)
+
+
 # ---------------------------------------------------------------------------- embedding
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("ids", [[3, 0, 3, 3, 4, 0, 1], [1] * 6], ids=["repeated_ids", "one_id_everywhere"])
@@ -354,6 +388,35 @@ def test_the_engine_kernels_agree_with_numpy_when_they_run_their_cuda_bodies(nam
         expected = forward_backward()
     with kernels_on_device():
         got = forward_backward()
+    for g, want in zip(got, expected):
+        assert_close(g, want, np.float64)
+
+
+def test_the_engine_takes_flash_attention_when_switched_on_and_agrees_with_numpy(monkeypatch):
+    """backend.use_flash_attention(True): causal_attention's CUDA body runs the flash kernels
+    (and not the fused softmax), and forward and gradients still equal the NumPy body's."""
+    rng = np.random.default_rng(15)
+    arrays = [rng.standard_normal((1, 2, 5, 4)) for _ in range(3)]
+    ran = []
+    for name in cuda.FLASH_LAUNCHERS + ("causal_softmax_forward",):
+        original = getattr(cuda, name)
+        monkeypatch.setattr(cuda, name, lambda *a, _n=name, _o=original, **k: ran.append(_n) or _o(*a, **k))
+
+    def forward_backward():
+        inputs = [Tensor(_float64(a), requires_grad=True) for a in arrays]
+        out = F.causal_attention(*inputs) * 2.0
+        out.backward(backend.xp().ones(out.shape))
+        return [backend.to_numpy(out.data)] + [backend.to_numpy(t.grad) for t in inputs]
+
+    with numpy_backend():
+        expected = forward_backward()
+    backend.use_flash_attention(True)
+    try:
+        with kernels_on_device():
+            got = forward_backward()
+    finally:
+        backend.use_flash_attention(False)
+    assert ran == ["flash_attention_forward", "flash_attention_backward"]
     for g, want in zip(got, expected):
         assert_close(g, want, np.float64)
 

@@ -16,6 +16,8 @@ active array module, picks the launch configuration (launch.py) and launches the
     softmax_backward          attention.softmax_backward
     embedding_backward        embedding.backward                 kernels/embedding.py
     adamw_step                adamw.step                         kernels/adamw.py
+    flash_attention_forward   flash_attention.forward            kernels/attention.py, without P
+    flash_attention_backward  flash_attention.backward_dq, _dkdv (backend.use_flash_attention)
 
 launch.py imports numba and holds the launch configuration; reductions.py holds the
 block-wide sum and max the row kernels share.
@@ -38,6 +40,8 @@ np = backend.np
 
 LAUNCHERS = ("layernorm_forward", "layernorm_backward_dx", "gelu_forward", "gelu_backward", "softmax_xent_rows",
              "causal_softmax_forward", "softmax_backward", "embedding_backward", "adamw_step")
+FLASH_LAUNCHERS = ("flash_attention_forward", "flash_attention_backward")   # used when switched on
+FLASH_HEAD_SIZE_MAX = launch.FLASH_HEAD_SIZE_MAX
 
 
 def _real(*arrays):
@@ -182,3 +186,43 @@ def adamw_step(p, g, m, v, lr, beta1, beta2, eps, decay, step_size, bc2_sqrt):
     # 1 - lr decay, 1 - beta1 and 1 - beta2 in double precision, rounded once, as in optim.py's NumPy update
     adamw.step[blocks, threads](p1, g1, m1, v1, real(1.0 - lr * decay), real(1.0 - beta1), real(beta2),
                                 real(1.0 - beta2), real(eps), real(step_size), real(bc2_sqrt))
+
+
+def _heads(a, hs):
+    """(B, nh, T, hs) -> a C-contiguous (B*nh, T, hs)."""
+    return backend.xp().ascontiguousarray(a).reshape(-1, a.shape[-2], hs)
+
+
+def flash_attention_forward(q, k, v, scale):
+    """q (B, nh, Tq, hs), k and v (B, nh, Tk, hs) -> out (B, nh, Tq, hs) and L (B, nh, Tq), the
+    log of each softmax denominator; P is never formed. hs <= FLASH_HEAD_SIZE_MAX."""
+    from . import flash_attention as fa
+    xp = backend.xp()
+    real = _real(q, k, v)
+    hs = q.shape[-1]
+    if hs > launch.FLASH_HEAD_SIZE_MAX:
+        raise ValueError(f"flash attention takes head sizes up to {launch.FLASH_HEAD_SIZE_MAX}, got {hs}")
+    q3, k3, v3 = _heads(q, hs), _heads(k, hs), _heads(v, hs)
+    out, lse = xp.empty_like(q3), xp.empty(q3.shape[:2], dtype=real)
+    rows = launch.flash_rows()
+    if q3.size:
+        fa.forward[(q3.shape[0], -(-q3.shape[1] // rows)), rows](q3, k3, v3, out, lse, real.type(scale))
+    return out.reshape(q.shape), lse.reshape(q.shape[:-1])
+
+
+def flash_attention_backward(q, k, v, out, lse, g, scale):
+    """dq, dk, dv of flash_attention_forward, with P recomputed from L (never stored)."""
+    from . import flash_attention as fa
+    xp = backend.xp()
+    real = _real(q, k, v, out, g)
+    hs = q.shape[-1]
+    q3, k3, v3, o3, g3 = _heads(q, hs), _heads(k, hs), _heads(v, hs), _heads(out, hs), _heads(g, hs)
+    lse3 = xp.ascontiguousarray(lse).reshape(q3.shape[:2])
+    d = (g3 * o3).sum(axis=-1)                 # D_i = dout_i . out_i, (BH, Tq)
+    dq, dk, dv = xp.empty_like(q3), xp.empty_like(k3), xp.empty_like(v3)
+    rows = launch.flash_rows()
+    if q3.size:
+        fa.backward_dq[(q3.shape[0], -(-q3.shape[1] // rows)), rows](q3, k3, v3, g3, lse3, d, dq, real.type(scale))
+        fa.backward_dkdv[(k3.shape[0], -(-k3.shape[1] // rows)), rows](q3, k3, v3, g3, lse3, d, dk, dv,
+                                                                        real.type(scale))
+    return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from ... import backend
 
 MAX_THREADS = 1024   # CUDA's limit of threads per block: the length of the shared scratch arrays
+FLASH_TILE = 16      # flash attention: rows of the streamed side per shared-memory tile
+FLASH_HEAD_SIZE_MAX = 128   # flash attention: the largest head size (each thread's rows are this long)
 
 _numba = {"cuda": None, "simulated": False}
 
@@ -114,6 +116,11 @@ def row_threads(width: int) -> int:
     while threads < width and threads < current().max_row_threads:
         threads *= 2
     return threads
+
+
+def flash_rows() -> int:
+    """Threads (rows: queries or keys) per block of the flash-attention kernels."""
+    return min(64, current().element_threads)
 
 
 def elementwise_grid(n: int) -> tuple[int, int]:
