@@ -77,7 +77,7 @@ def _train_arguments(parser):
             continue
         shown = "" if default is None else f" (default: {default})"
         kwargs = {"type": types[f.type], "default": argparse.SUPPRESS, "help": help_text + shown,
-                  "metavar": f.name.upper()}
+                  "metavar": f.metadata.get("metavar", f.name.upper())}
         if f.name == "tokenizer":
             kwargs["choices"] = ["gpt2", "char"]
             kwargs.pop("metavar")
