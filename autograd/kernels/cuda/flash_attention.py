@@ -37,6 +37,18 @@ from .launch import numba_cuda
 cuda = numba_cuda()
 
 
+@cuda.jit(device=True)
+def load_tiles(A, B, As, Bs, bh, start, hs):
+    """Rows start .. start + TILE - 1 of A[bh] and B[bh] (those that exist) into the shared
+    tiles As and Bs, the block's threads taking the elements in turn."""
+    tid, rows = cuda.threadIdx.x, cuda.blockDim.x
+    for idx in range(tid, TILE * hs, rows):
+        r, c = idx // hs, idx % hs
+        if start + r < A.shape[1]:
+            As[r, c] = A[bh, start + r, c]
+            Bs[r, c] = B[bh, start + r, c]
+
+
 @cuda.jit(cache=True)
 def forward(Q, K, V, O, L, scale):
     """Q, O (BH, Tq, hs); K, V (BH, Tk, hs); L (BH, Tq). Block (bh, query tile); thread: a query."""
@@ -56,11 +68,7 @@ def forward(Q, K, V, O, L, scale):
         q[c] = Q[bh, i, c] if valid else real(0)
         o[c] = real(0)
     for j0 in range(0, block_last + 1, TILE):
-        for idx in range(tid, TILE * hs, rows):            # the block loads one tile together
-            r, c = idx // hs, idx % hs
-            if j0 + r < tk:
-                Ks[r, c] = K[bh, j0 + r, c]
-                Vs[r, c] = V[bh, j0 + r, c]
+        load_tiles(K, V, Ks, Vs, bh, j0, hs)               # the block loads one tile together
         cuda.syncthreads()
         if valid:
             for r in range(min(TILE, last + 1 - j0)):      # the visible keys of this tile
@@ -102,11 +110,7 @@ def backward_dq(Q, K, V, dO, L, D, dQ, scale):
         do[c] = dO[bh, i, c] if valid else real(0)
         dq[c] = real(0)
     for j0 in range(0, block_last + 1, TILE):
-        for idx in range(tid, TILE * hs, rows):
-            r, c = idx // hs, idx % hs
-            if j0 + r < tk:
-                Ks[r, c] = K[bh, j0 + r, c]
-                Vs[r, c] = V[bh, j0 + r, c]
+        load_tiles(K, V, Ks, Vs, bh, j0, hs)
         cuda.syncthreads()
         if valid:
             for r in range(min(TILE, last + 1 - j0)):
@@ -148,11 +152,7 @@ def backward_dkdv(Q, K, V, dO, L, D, dK, dV, scale):
         dk[c] = real(0)
         dv[c] = real(0)
     for i0 in range(first_query - first_query % TILE, tq, TILE):
-        for idx in range(tid, TILE * hs, rows):
-            r, c = idx // hs, idx % hs
-            if i0 + r < tq:
-                Qs[r, c] = Q[bh, i0 + r, c]
-                dOs[r, c] = dO[bh, i0 + r, c]
+        load_tiles(Q, dO, Qs, dOs, bh, i0, hs)
         for r in range(tid, TILE, rows):
             if i0 + r < tq:
                 Ls[r] = L[bh, i0 + r]
