@@ -127,7 +127,7 @@ class AdamW(Optimizer):
 
     def step(self):
         xp = backend.xp()
-        update = choose_body(adamw, "update")           # NumPy or CUDA: adamw.update(_cuda)
+        update = choose_body(adamw, "update")           # adamw.update, update_fast or update_cuda
         for group, p in self._params():
             g = p.grad
             if g is None:

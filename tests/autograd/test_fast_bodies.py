@@ -98,3 +98,87 @@ def test_without_numba_the_engine_runs_the_numpy_bodies_and_says_so_once():
 def test_tinygpt_numba_0_keeps_numba_out_without_a_notice():
     out = _engine_in_a_process("", {"TINYGPT_NUMBA": "0"})
     assert out.returncode == 0 and out.stdout.strip() == "ran" and "numba" not in out.stderr, out.stderr
+
+
+def _compiled_loops():
+    from autograd.kernels import cpu
+    loops = cpu.compiled()
+    if loops is None:
+        pytest.skip("numba is not installed: the compiled loops are not in use")
+    return loops
+
+
+def test_the_compiled_gelu_tanh_is_within_4e_7_of_tanh_over_the_whole_float32_range():
+    loops = _compiled_loops()
+    # x dense in [-12, 12] gives u = k (x + c x^3) over [-71, 71]: all of the polynomial's
+    # range [-9, 9] and the clamp beyond it; and a few extremes. t is compared with tanh(u)
+    # computed in float64 from the same x.
+    x = np.concatenate([np.linspace(-12, 12, 2_000_001, dtype=np.float32),
+                        np.array([0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30], dtype=np.float32)])
+    y, t = np.empty_like(x), np.empty_like(x)
+    loops.gelu_forward_f32(x, y, t)
+    x64 = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        exact_t = np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64 ** 3))
+    # 4e-7: seven float32 roundings at t ~ 1 (6e-8 each) in Horner's rule and the division,
+    # and the truncation of the continued fraction (4e-8 at the clamp); NumPy's float32
+    # tanh is within 6e-8. Depth 11 instead of 12 is off by 6e-7, depth 10 by 4e-6.
+    assert np.abs(t - exact_t).max() <= 4e-7
+    assert np.abs(y - 0.5 * x64 * (1 + exact_t)).max() <= 4e-7 * np.abs(x64).max()
+
+
+def test_the_compiled_gelu_keeps_nan_and_infinities_non_finite():
+    loops = _compiled_loops()
+    x = np.array([np.nan, np.inf, -np.inf, 3.0], dtype=np.float32)
+    y, t = np.empty_like(x), np.empty_like(x)
+    loops.gelu_forward_f32(x, y, t)
+    # a diverged run must still show it: NaN stays NaN, +inf stays +inf; at -inf the
+    # reference gives NaN (-inf * (1 + tanh(-inf)) = -inf * 0) and the loop -inf (its t at
+    # the clamp is one rounding above -1): either is non-finite, which is what the loss shows
+    assert np.isnan(y[0]) and y[1] == np.inf and not np.isfinite(y[2])
+    assert np.isclose(y[3], 0.5 * 3.0 * (1 + np.tanh(np.sqrt(2 / np.pi) * (3.0 + 0.044715 * 27))), rtol=1e-6)
+
+
+def test_the_tanh_coefficients_are_lamberts_continued_fraction():
+    from autograd.kernels.cpu.loops import tanh_coefficients
+    # depth 1: tanh u ~ u / (1 + u^2 / 3) = u * 3 / (3 + u^2)
+    assert tanh_coefficients(1) == ([3], [3, 1])
+    # depth 2: u / (1 + u^2 / (3 + u^2 / 5)) = u (15 + u^2) / (15 + 6 u^2)
+    assert tanh_coefficients(2) == ([15, 1], [15, 6])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_adamw_fast_update_follows_the_reference_for_five_steps(dtype, wd):
+    from autograd.kernels import adamw
+    _compiled_loops()
+    rng = np.random.default_rng(3)
+    shape = (37, 29)                       # not a multiple of any SIMD width
+    ref = [rng.standard_normal(shape).astype(dtype), np.zeros(shape, dtype), np.zeros(shape, dtype)]
+    fast = [a.copy() for a in ref]
+    for t in range(1, 6):
+        g = rng.standard_normal(shape).astype(dtype)
+        adamw.update(ref[0], g, ref[1], ref[2], 1e-2, 0.9, 0.99, 1e-8, wd, t)
+        adamw.update_fast(fast[0], g, fast[1], fast[2], 1e-2, 0.9, 0.99, 1e-8, wd, t)
+    for got, want in zip(fast, ref):
+        # the same formula in another order of operations (float32: a few roundings of 6e-8;
+        # float64: of 1e-16); a wrong term (a bias correction, the decay) moves p by ~1e-3
+        tol = 1e-5 if dtype == "float32" else 1e-12
+        assert got.dtype == want.dtype
+        assert np.abs(got - want).max() <= tol * np.abs(want).max()
+
+
+def test_the_optimizer_runs_the_compiled_update_while_fast_bodies_are_on(monkeypatch):
+    from autograd import optim
+    from autograd.kernels import adamw
+    calls = []
+    monkeypatch.setattr(adamw, "update_fast", lambda *a: calls.append("fast"))
+    p = Tensor(np.ones(3), requires_grad=True)
+    p.grad = np.ones(3)
+    optim.AdamW([p]).step()
+    backend.use_fast_kernels(False)
+    try:
+        optim.AdamW([p]).step()          # the reference: p moves
+    finally:
+        backend.use_fast_kernels(True)
+    assert calls == ["fast"] and not np.allclose(p.data, 1.0)
