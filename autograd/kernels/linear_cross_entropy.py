@@ -29,6 +29,8 @@ The model returns no logits when it is given targets for this reason.
 """
 from __future__ import annotations
 
+import weakref
+
 from .. import backend
 from ..function import Function
 from ..tensor import Tensor
@@ -68,7 +70,29 @@ def _softmax_xent_rows_threads(z, targets, row_scale, losses, write_grad):
     backend.parallel_rows(rows, z.shape[0])
 
 
-def _forward(ctx, x, weight, targets, ignore_index, rows_kernel, check_range):
+_SPARE = {"probs": None, "owner": lambda: None}   # the last P buffer, and (weakly) the node that holds it
+
+
+def _probs_buffer(ctx, shape, dtype):
+    """An empty (N, V) array for P. On the CPU the previous step's is handed out again once the
+    node that used it is gone (backward releases a node's saved arrays, and with them the
+    node): NumPy maps an array this large (300 MB in the default run) freshly from the OS at
+    each allocation and faults it in page by page, 10 ms of that run's 430 ms step. A graph
+    kept alive (backward(retain_graph=True), or two losses at once) keeps its buffer: the next
+    forward then gets a new one. Holds one such buffer between steps. (CPU bodies only: CuPy
+    keeps freed device memory in its own pool.)"""
+    probs = _SPARE["probs"]
+    if probs is None or probs.shape != shape or probs.dtype != dtype or _SPARE["owner"]() is not None:
+        probs = backend.xp().empty(shape, dtype=dtype)
+    _SPARE["probs"], _SPARE["owner"] = probs, weakref.ref(ctx)
+    return probs
+
+
+def _new_buffer(ctx, shape, dtype):
+    return backend.xp().empty(shape, dtype=dtype)
+
+
+def _forward(ctx, x, weight, targets, ignore_index, rows_kernel, check_range, buffer=_new_buffer):
     xp = backend.xp()
     vocab, channels = weight.shape
     if x.shape[-1] != channels:
@@ -85,7 +109,7 @@ def _forward(ctx, x, weight, targets, ignore_index, rows_kernel, check_range):
     inv_n = 1.0 / xp.maximum(keep.sum().astype(x2.dtype), 1)            # 1/n, kept on the device
     row_scale = (keep * inv_n).astype(x2.dtype)[:, None]                # (N, 1): 1/n, or 0 if ignored
     if ctx.requires_grad:
-        probs = xp.empty((n_rows, vocab), dtype=x2.dtype)               # becomes P, chunk by chunk
+        probs = buffer(ctx, (n_rows, vocab), x2.dtype)                  # becomes P, chunk by chunk
     losses = xp.empty(n_rows, dtype=xp.float64)                         # lse_i - z_{i,t_i}
     step = max(1, CHUNK_ELEMENTS // vocab)
     for a in range(0, n_rows, step):
@@ -120,8 +144,10 @@ class LinearCrossEntropy(Function):
 
     @staticmethod
     def forward_fast(ctx, x, weight, targets, ignore_index=-1):
-        """The softmax rows split over the cores (_softmax_xent_rows_threads)."""
-        return _forward(ctx, x, weight, targets, ignore_index, _softmax_xent_rows_threads, check_range=True)
+        """The softmax rows split over the cores (_softmax_xent_rows_threads), into the previous
+        step's P buffer when it is free (_probs_buffer)."""
+        return _forward(ctx, x, weight, targets, ignore_index, _softmax_xent_rows_threads, check_range=True,
+                        buffer=_probs_buffer)
 
     @staticmethod
     def forward_cuda(ctx, x, weight, targets, ignore_index=-1):

@@ -80,3 +80,49 @@ def test_linear_cross_entropy_matches_torch():
     np.testing.assert_allclose(loss.data, tloss.item(), rtol=1e-12)
     np.testing.assert_allclose(x.grad, tx.grad.numpy(), rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(w.grad, tw.grad.numpy(), rtol=1e-10, atol=1e-13)
+
+
+def _loss_and_grads(x, w, t, fast, steps):
+    """``steps``: a list of actions on two live graphs, to exercise the reused P buffer."""
+    backend.use_fast_kernels(fast)
+    try:
+        X, Wt = [Tensor(x, requires_grad=True)], Tensor(w, requires_grad=True)
+        grads = []
+        for action in steps:
+            if action == "forward":
+                X.append(Tensor(x * len(X), requires_grad=True))        # each graph its own input
+                X[-1].loss = F.linear_cross_entropy(X[-1], Wt, t)
+            else:                                                       # "backward i" / "retain i"
+                kind, i = action.split()
+                X[int(i)].loss.backward(retain_graph=kind == "retain")
+                grads.append(X[int(i)].grad.copy())
+        return grads
+    finally:
+        backend.use_fast_kernels(True)
+
+
+def test_the_reused_p_buffer_never_serves_two_live_graphs():
+    rng = np.random.default_rng(0)
+    x, w, t = rng.standard_normal((6, 5)), rng.standard_normal((7, 5)), rng.integers(0, 7, 6)
+    # two graphs alive at once; a graph backpropagated twice (retain_graph) with a forward
+    # in between; then the plain loop, where the buffer is reused
+    steps = ["forward", "forward", "backward 2", "retain 1", "forward", "backward 1",
+             "backward 3", "forward", "backward 4", "forward", "backward 5"]
+    got = _loss_and_grads(x, w, t, True, steps)
+    want = _loss_and_grads(x, w, t, False, steps)      # the reference allocates every time
+    assert len(got) == 6
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)   # float64: the same products
+
+
+def test_the_next_step_reuses_the_freed_p_buffer():
+    from autograd.kernels import linear_cross_entropy as lce
+    rng = np.random.default_rng(0)
+    x, w, t = rng.standard_normal((6, 5)), Tensor(rng.standard_normal((7, 5)), requires_grad=True), np.arange(6)
+    loss = F.linear_cross_entropy(Tensor(x, requires_grad=True), w, t)
+    first = loss._ctx.saved[2]                                            # P
+    loss.backward()
+    again = F.linear_cross_entropy(Tensor(x, requires_grad=True), w, t)
+    assert again._ctx.saved[2] is first                                   # the same memory
+    other = F.linear_cross_entropy(Tensor(x, requires_grad=True), w, t)   # `again` still holds it
+    assert other._ctx.saved[2] is not first and lce._SPARE["probs"] is other._ctx.saved[2]
