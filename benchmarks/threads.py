@@ -7,6 +7,12 @@ cores this process may use, the process is also pinned to its first N cores: tin
 row-splitting thread pool sizes itself by the cores a process may use, and so gets N
 workers too. Child processes inherit both (the environment and the pinning), which is
 how the benchmarks run every framework at the same thread count.
+
+It also sets ``OPENBLAS_THREAD_TIMEOUT=20`` (unless set), the value autograd/backend.py sets
+when it is imported before NumPy, as in the ``tinygpt`` command: these scripts import NumPy
+first, so without it the tinygpt children would keep OpenBLAS's default and measure
+something a user of the command does not run. PyTorch's CPU build does its products with
+MKL, which ignores the variable.
 """
 import os
 import sys
@@ -28,6 +34,7 @@ def configure(threads: int) -> int:
         raise SystemExit(f"--threads must be at least 1, got {threads}")
     for var in THREAD_VARIABLES:
         os.environ[var] = str(threads)
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")   # as autograd/backend.py
     try:
         cores = sorted(os.sched_getaffinity(0))
         if threads < len(cores):

@@ -142,3 +142,27 @@ def test_on_linux_with_glibc_freed_memory_is_kept_for_reuse_unless_switched_off(
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env=dict(os.environ, TINYGPT_MALLOC="0"))
     assert out.stdout.strip() == "False", out.stderr
+
+
+def _in_a_fresh_process(code, **env):
+    environment = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    environment.update(env)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=environment)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_importing_autograd_before_numpy_shortens_openblas_idle_spin():
+    code = "import os; from autograd import backend; print(backend.blas_spin_shortened, os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    assert _in_a_fresh_process(code) == ["True", "20"]
+
+
+def test_a_users_openblas_thread_timeout_is_kept():
+    code = "import os; from autograd import backend; print(backend.blas_spin_shortened, os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    assert _in_a_fresh_process(code, OPENBLAS_THREAD_TIMEOUT="28") == ["False", "28"]
+
+
+def test_after_numpy_is_loaded_the_setting_is_not_made_since_it_could_not_apply():
+    code = ("import os, numpy; from autograd import backend; "
+            "print(backend.blas_spin_shortened, os.environ.get('OPENBLAS_THREAD_TIMEOUT', '-'))")
+    assert _in_a_fresh_process(code) == ["False", "-"]
