@@ -1,8 +1,9 @@
 """Fix the thread count of every math library before any of them starts.
 
 Import this first (before numpy or torch): ``--threads N`` on the command line, or all
-cores, becomes OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS, so that
-NumPy's BLAS and PyTorch use the same number of threads. With fewer threads than the
+cores, becomes OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS and
+NUMBA_NUM_THREADS, so that NumPy's BLAS, numba's parallel loops (tinygpt's compiled
+decoding) and PyTorch use the same number of threads. With fewer threads than the
 cores this process may use, the process is also pinned to its first N cores: tinygpt's
 row-splitting thread pool sizes itself by the cores a process may use, and so gets N
 workers too. Child processes inherit both (the environment and the pinning), which is
@@ -17,7 +18,7 @@ MKL, which ignores the variable.
 import os
 import sys
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 def _threads_from_argv():

@@ -11,7 +11,10 @@ KV cache: the keys and values of tokens already seen do not change, so each new 
 runs the model on that one token and attends to the cached keys; a token costs the
 same however long the output is. Once the context is full the window slides: the cache
 is rebuilt from the last ``block_size`` tokens (exactly what the model without a cache
-computes), so greedy output is identical with and without the cache.
+computes), so greedy output is identical with and without the cache. On the CPU (float32,
+numba there) each token after the prompt runs through the model in one compiled call
+(tinygpt/fast_decode.py, checked equal to the model's forward); elsewhere through the
+model's forward.
 
 Sampling happens on the host in float64 with its own seeded generator.
 """
@@ -22,6 +25,7 @@ import math
 import numpy as np
 
 from autograd import backend, no_grad
+from autograd.kernels import cpu
 
 from .errors import TinyGPTError, warn
 from .model import KVCache
@@ -114,6 +118,25 @@ def _start_ids(model, prompt):
     return ids
 
 
+def _prefill(model, ids):
+    """A new KV cache holding ``ids``, and the logits (V,) of their last position."""
+    cache = KVCache(model.config, batch=1, dtype=model.transformer.wte.weight.dtype)
+    logits, _ = model(ids, cache=cache, last_only=True)
+    return cache, backend.to_numpy(logits.data[0, -1])
+
+
+def compiled_step(model, cache):
+    """``step(token) -> logits (V,)``, one token through the model in one compiled call
+    (tinygpt/fast_decode.py), where it applies: on the CPU backend, float32, with the
+    kernels' fast bodies on and numba there. None elsewhere: the caller runs the model."""
+    if backend.name() != "numpy" or not backend.fast_kernels() or cpu.compiled() is None:
+        return None
+    from .fast_decode import CompiledDecoder
+    if not CompiledDecoder.supports(model, cache):
+        return None
+    return CompiledDecoder(model, cache).step
+
+
 def generate_ids(model, prompt, max_new_tokens=100, temperature=0.8, top_k=None, top_p=None, seed=None,
                  stop_at_eot=True, use_cache=True, on_logits=None):
     """Yield new token ids one by one (a generator: print them as they come).
@@ -132,14 +155,14 @@ def generate_ids(model, prompt, max_new_tokens=100, temperature=0.8, top_k=None,
     model.eval()
     try:
         with no_grad():
-            cache = None
+            cache = step = None
             if use_cache:
-                cache = KVCache(model.config, batch=1, dtype=model.transformer.wte.weight.dtype)
-                logits, _ = model(ids, cache=cache, last_only=True)
+                cache, row = _prefill(model, ids)
+                step = compiled_step(model, cache)
             for i in range(max_new_tokens):
                 if not use_cache:
                     logits, _ = model(ids[-block:], last_only=True)
-                row = backend.to_numpy(logits.data[0, -1])             # (V,)
+                    row = backend.to_numpy(logits.data[0, -1])         # (V,)
                 if on_logits is not None:
                     on_logits(row)
                 probs = next_token_distribution(row, temperature, top_k, top_p)
@@ -150,10 +173,13 @@ def generate_ids(model, prompt, max_new_tokens=100, temperature=0.8, top_k=None,
                     return
                 if use_cache:
                     if cache.length >= block:   # the window slides: rebuild from the last block tokens
-                        cache = KVCache(model.config, batch=1, dtype=model.transformer.wte.weight.dtype)
-                        logits, _ = model(ids[-block:], cache=cache, last_only=True)
+                        cache, row = _prefill(model, ids[-block:])
+                        step = compiled_step(model, cache)
+                    elif step is not None:
+                        row = step(nxt)
                     else:
                         logits, _ = model([nxt], cache=cache, last_only=True)
+                        row = backend.to_numpy(logits.data[0, -1])
     finally:
         model.train(was_training)
 

@@ -1,0 +1,203 @@
+"""One generated token in one compiled call: the CPU fast path of batch-1 decoding.
+
+With the KV cache, each new token runs the model on one position (model.py, T = 1):
+
+    x   = wte[token] + wpe[pos]                                          (C,)
+    per block:
+        h   = layernorm_1(x)
+        qkv = W_attn h + b_attn                                          (3C,)
+        write k, v (the middle and last C of qkv) into the cache at pos
+        per head: s_t = q . k_t / sqrt(hs) for t = 0..pos,  p = softmax(s),  y = sum_t p_t v_t
+        x  += W_proj y + b_proj
+        h   = layernorm_2(x)
+        x  += W_mproj gelu(W_fc h + b_fc) + b_mproj
+    logits = wte layernorm_f(x)                                          (V,), the tied head
+
+No mask is needed: the one query is the newest position and may see every cached key.
+This is exactly what GPT2.forward computes with a cache (tests/tinygpt/test_fast_decode.py
+checks the two equal, float32 within 1e-5 of the largest logit, and the greedy tokens
+identical); it is the same arithmetic written as loops that numba compiles, because at
+one position the model's forward is mostly the cost of calling it.
+
+What it buys. A token reads every weight once, 0.5 GB for GPT-2 124M, so decoding is
+bound by memory bandwidth. Through the autograd graph a token is about 260 kernel calls
+from Python, and each matrix-vector product hands off to BLAS's threads and back: on 2
+cores GPT-2 124M ran 12.2 ms a token that way against 10.7 ms here (measured in one
+process; benchmarks/bench_generate.py has the process-isolated figures). Here the whole
+token is one call from Python; each matrix-vector product splits its rows over numba's
+threads (one contiguous block of rows each, so each thread streams its own part of W),
+and the rest (layer norms, attention over the cache, GELU) runs on one core, a few
+hundred microseconds. The layer norm and GELU loops are those of the training kernels
+(autograd/kernels/cpu/loops.py).
+
+generate.py takes this path on the CPU backend, float32, with the kernels' fast bodies on
+and numba there (``TINYGPT_NUMBA=0`` or ``backend.use_fast_kernels(False)`` keep the graph
+path); the first call compiles it, a few seconds once, then it is cached on disk.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+from numba.typed import List
+
+from autograd.kernels.cpu.loops import FAST, gelu_forward_f32, layernorm_forward
+
+# a matrix with fewer rows per thread than this is done on one core: handing rows to the
+# other threads costs more than it saves
+MIN_ROWS_PER_THREAD = 256
+
+
+@njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
+def matvec(w, x, b, out, parts):
+    """out = W x + b for W (n, k) row-major: out[i] = sum_j W[i, j] x[j] + b[i], rows split
+    into ``parts`` contiguous blocks, one per thread. The sums are float32, as BLAS's
+    (fast-math lets them run in SIMD lanes): float64 sums made GPT-2's token 0.5 ms slower."""
+    n, k = w.shape
+    for part in prange(parts):
+        lo = part * n // parts
+        hi = (part + 1) * n // parts
+        for i in range(lo, hi):
+            s = np.float32(0.0)
+            for j in range(k):
+                s += w[i, j] * x[j]
+            out[i] = s + b[i]
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def attend_one(qkv, k_cache, v_cache, pos, y, scores):
+    """One query (the token at ``pos``) against the cached keys 0..pos, every head.
+    qkv (3C,) holds q, k, v side by side; k and v are first written into the caches
+    (1, nh, block, hs) at ``pos``. y (C,) gets each head's sum_t p_t v_t, heads side by
+    side; scores (block,) is scratch."""
+    c = y.shape[0]
+    nh = k_cache.shape[1]
+    hs = c // nh
+    scale = 1.0 / math.sqrt(hs)
+    for h in range(nh):
+        q0, k0, v0 = h * hs, c + h * hs, 2 * c + h * hs
+        for d in range(hs):
+            k_cache[0, h, pos, d] = qkv[k0 + d]
+            v_cache[0, h, pos, d] = qkv[v0 + d]
+        top = -np.inf
+        for t in range(pos + 1):                       # s_t = q . k_t / sqrt(hs)
+            dot = 0.0
+            for d in range(hs):
+                dot += qkv[q0 + d] * k_cache[0, h, t, d]
+            scores[t] = dot * scale
+            top = max(top, scores[t])
+        total = 0.0
+        for t in range(pos + 1):                       # exp(s - max): the softmax's numerators
+            e = math.exp(scores[t] - top)
+            scores[t] = e
+            total += e
+        for d in range(hs):
+            y[q0 + d] = 0.0
+        for t in range(pos + 1):                       # y = sum_t p_t v_t
+            p = scores[t] / total
+            for d in range(hs):
+                y[q0 + d] += p * v_cache[0, h, t, d]
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def decode_token(token, pos, wte, wpe, mats, vecs, k_caches, v_caches, has_bias, eps, parts, logits):
+    """The formulas of the module docstring for one token. Per block l: mats[4l:4l+4] are
+    W_attn, W_proj, W_fc, W_mproj; vecs[8l:8l+8] are the layer norms' gains and biases and
+    the four linear biases (zeros when the model has none); vecs[-2:] is the final layer
+    norm, then the head's zero bias. ``parts[i]``: the row blocks of mats[i]'s product (the
+    last, of the head's)."""
+    c = wte.shape[1]
+    n_layer = len(k_caches)
+    x = wte[token] + wpe[pos]                                            # (C,)
+    h = np.empty((1, c), np.float32)
+    xhat = np.empty((1, c), np.float32)
+    rstd = np.empty((1, 1), np.float32)
+    qkv = np.empty(3 * c, np.float32)
+    y = np.empty(c, np.float32)
+    out = np.empty(c, np.float32)
+    fc = np.empty(4 * c, np.float32)
+    act = np.empty(4 * c, np.float32)
+    scores = np.empty(wpe.shape[0], np.float32)
+    x2 = x.reshape(1, c)
+    for layer in range(n_layer):
+        m, v = 4 * layer, 8 * layer
+        layernorm_forward(x2, vecs[v], vecs[v + 1], has_bias, eps, h, xhat, rstd)
+        matvec(mats[m], h[0], vecs[v + 2], qkv, parts[m])
+        attend_one(qkv, k_caches[layer], v_caches[layer], pos, y, scores)
+        matvec(mats[m + 1], y, vecs[v + 3], out, parts[m + 1])
+        x += out
+        layernorm_forward(x2, vecs[v + 4], vecs[v + 5], has_bias, eps, h, xhat, rstd)
+        matvec(mats[m + 2], h[0], vecs[v + 6], fc, parts[m + 2])
+        gelu_forward_f32(fc, act, fc)                                    # fc now holds tanh(u): scratch
+        matvec(mats[m + 3], act, vecs[v + 7], out, parts[m + 3])
+        x += out
+    layernorm_forward(x2, vecs[8 * n_layer], vecs[8 * n_layer + 1], has_bias, eps, h, xhat, rstd)
+    matvec(wte, h[0], vecs[8 * n_layer + 2], logits, parts[4 * n_layer])
+
+
+def _parts(rows: int, threads: int) -> int:
+    return max(1, min(threads, rows // MIN_ROWS_PER_THREAD))
+
+
+class CompiledDecoder:
+    """``step(token)`` runs one new token through ``model`` with ``cache`` (a KVCache with
+    batch 1 that already holds the prompt) and returns its logits (V,), a new float32
+    array, having written the token's keys and values into the cache: what
+    ``model([token], cache=cache, last_only=True)`` does, in one compiled call."""
+
+    def __init__(self, model, cache):
+        tr = model.transformer
+        cfg = model.config
+        c = cfg.n_embd
+        zeros = {n: np.zeros(n, np.float32) for n in (c, 3 * c, 4 * c, cfg.vocab_size)}
+
+        def vector(p, n):
+            return zeros[n] if p is None else p.data
+
+        self.mats, self.vecs = List(), List()
+        for block in tr.h:
+            lins = (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj)
+            for lin in lins:
+                self.mats.append(lin.weight.data)
+            self.vecs.append(block.ln_1.weight.data)
+            self.vecs.append(vector(block.ln_1.bias, c))
+            self.vecs.append(vector(block.attn.c_attn.bias, 3 * c))
+            self.vecs.append(vector(block.attn.c_proj.bias, c))
+            self.vecs.append(block.ln_2.weight.data)
+            self.vecs.append(vector(block.ln_2.bias, c))
+            self.vecs.append(vector(block.mlp.c_fc.bias, 4 * c))
+            self.vecs.append(vector(block.mlp.c_proj.bias, c))
+        self.vecs.append(tr.ln_f.weight.data)
+        self.vecs.append(vector(tr.ln_f.bias, c))
+        self.vecs.append(zeros[cfg.vocab_size])                           # the head has no bias
+        self.k_caches, self.v_caches = List(), List()
+        for layer in cache.layers:
+            self.k_caches.append(layer.k)
+            self.v_caches.append(layer.v)
+        threads = numba.get_num_threads()
+        self.parts = np.array([_parts(w.shape[0], threads) for w in self.mats]
+                              + [_parts(cfg.vocab_size, threads)], dtype=np.int64)
+        self.wte, self.wpe = tr.wte.weight.data, tr.wpe.weight.data
+        self.has_bias = tr.ln_f.bias is not None
+        self.eps = float(tr.ln_f.eps)
+        self.cache = cache
+
+    @staticmethod
+    def supports(model, cache) -> bool:
+        """Whether every array is float32 and C-contiguous, the model is GPT-2's layout
+        and the cache holds one sequence."""
+        arrays = [p.data for p in model.parameters()]
+        arrays += [a for layer in cache.layers for a in (layer.k, layer.v)]
+        return (all(isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)
+                and cache.layers[0].k.shape[0] == 1 and model.config.n_embd % model.config.n_head == 0)
+
+    def step(self, token: int) -> np.ndarray:
+        pos = self.cache.length
+        logits = np.empty(self.wte.shape[0], np.float32)
+        decode_token(int(token), pos, self.wte, self.wpe, self.mats, self.vecs, self.k_caches, self.v_caches,
+                     self.has_bias, self.eps, self.parts, logits)
+        for layer in self.cache.layers:
+            layer.length = pos + 1
+        return logits
