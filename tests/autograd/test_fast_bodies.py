@@ -139,6 +139,26 @@ def test_the_compiled_gelu_keeps_nan_and_infinities_non_finite():
     assert np.isclose(y[3], 0.5 * 3.0 * (1 + np.tanh(np.sqrt(2 / np.pi) * (3.0 + 0.044715 * 27))), rtol=1e-6)
 
 
+def test_the_compiled_exp_is_within_4e_7_of_exp_from_minus_87_to_0_and_zero_below():
+    loops = _compiled_loops()
+    x = np.concatenate([np.linspace(-87, 0, 2_000_001, dtype=np.float32),
+                        np.array([-0.0, -1e-30, -0.34657359, -0.34657362, -86.999], dtype=np.float32)])
+    out = np.empty_like(x)
+    loops.exp_nonpositive_f32_array(x, out)
+    exact = np.exp(x.astype(np.float64))
+    # 4e-7: the Taylor series to r^7 is within 5e-9 of exp(r), and float32 roundings in
+    # Horner's rule, the reduction r = x - k ln 2 (fast-math may fuse Cody & Waite's two
+    # steps) and the seven powers of two add a few 6e-8 each (measured: 3e-7). Dropping the
+    # r^7 term is off by 1.4e-6; a wrong power of two, by a factor of 2.
+    assert np.abs(out / exact - 1).max() <= 4e-7
+    below = np.array([-87.5, -100.0, -1e30, -np.inf], dtype=np.float32)
+    loops.exp_nonpositive_f32_array(below, below_out := np.empty_like(below))
+    assert (below_out == 0).all()                  # exp underflows there (NumPy: subnormals or 0)
+    nan = np.array([np.nan], dtype=np.float32)
+    loops.exp_nonpositive_f32_array(nan, nan_out := np.empty_like(nan))
+    assert np.isnan(nan_out[0])
+
+
 def test_the_tanh_coefficients_are_lamberts_continued_fraction():
     from autograd.kernels.cpu.loops import tanh_coefficients
     # depth 1: tanh u ~ u / (1 + u^2 / 3) = u * 3 / (3 + u^2)

@@ -207,3 +207,118 @@ def adamw_update(p, g, m, v, decay, beta1, beta2, step_size, bias2_sqrt, eps):
         m[i] = mi
         v[i] = vi
         p[i] = p[i] * decay - step_size * mi / (math.sqrt(vi) / bias2_sqrt + eps)
+
+
+# ---------------------------------------------------------------------------- exp, and the head's softmax (linear_cross_entropy.py)
+LOG2E = np.float32(1.0 / math.log(2.0))
+# ln 2 split in two (Cody & Waite 1980): LN2_HI has few enough significant bits that k * LN2_HI
+# is exact for the |k| <= 128 used here, and LN2_LO carries the rest of ln 2
+LN2_HI = np.float32(0.693359375)
+LN2_LO = np.float32(math.log(2.0) - 0.693359375)
+EXP_LOW = np.float32(-87.0)            # exp(-87) = 1.6e-38, near float32's smallest normal number
+INV_FACTORIALS = tuple(np.float32(1.0 / math.factorial(n)) for n in range(8))
+E0, E1, E2, E3, E4, E5, E6, E7 = INV_FACTORIALS
+TWO_POWERS = tuple(np.float32(2.0 ** -(2 ** i)) for i in range(7))   # 2^-1, 2^-2, 2^-4, ..., 2^-64
+T0, T1, T2, T3, T4, T5, T6 = TWO_POWERS
+ZERO = np.float32(0.0)
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def exp_nonpositive_f32(x):
+    """exp(x) for float32 x <= 0, in operations the compiler turns into SIMD (a call of
+    math.exp stays one scalar call per element). exp(x) = 2^k exp(r) with k = round(x / ln 2)
+    and r = x - k ln 2 in [-ln2/2, ln2/2]; exp(r) by its Taylor series to r^7 (the first term
+    left out is r^8/8! < 5e-9 there, below float32's 6e-8); 2^k, k in [-126, 0], as the product
+    of 2^-(2^i) over the bits of -k, each picked by a comparison (no integer casts: a NaN
+    passes through every one of them false, and stays NaN). Below -87 it returns 0 (exp is
+    below float32's normal numbers there). Within 2e-7 relative of exp over [-87, 0]
+    (tests/autograd/test_fast_bodies.py)."""
+    k = np.floor(x * LOG2E + np.float32(0.5))                 # a float: no integer cast
+    r = (x - k * LN2_HI) - k * LN2_LO
+    p = ((((((E7 * r + E6) * r + E5) * r + E4) * r + E3) * r + E2) * r + E1) * r + E0
+    m = -k                                                     # 0 <= m <= 126
+    p = p * (T6 if m >= 64 else ONE)
+    m = m - (np.float32(64) if m >= 64 else ZERO)
+    p = p * (T5 if m >= 32 else ONE)
+    m = m - (np.float32(32) if m >= 32 else ZERO)
+    p = p * (T4 if m >= 16 else ONE)
+    m = m - (np.float32(16) if m >= 16 else ZERO)
+    p = p * (T3 if m >= 8 else ONE)
+    m = m - (np.float32(8) if m >= 8 else ZERO)
+    p = p * (T2 if m >= 4 else ONE)
+    m = m - (np.float32(4) if m >= 4 else ZERO)
+    p = p * (T1 if m >= 2 else ONE)
+    m = m - (np.float32(2) if m >= 2 else ZERO)
+    p = p * (T0 if m >= 1 else ONE)
+    return ZERO if x < EXP_LOW else p
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def exp_nonpositive_f32_array(x, out):
+    """exp_nonpositive_f32 over a 1-D float32 array (for the tests)."""
+    for i in range(x.shape[0]):
+        out[i] = exp_nonpositive_f32(x[i])
+
+
+LANES = 16          # float32 SIMD lanes of AVX-512; written out, so that the compiler keeps them
+SUM_BLOCK = 1024    # terms summed in float32 lanes before the lanes go into float64 sums
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def softmax_xent_rows_f32(z, targets, row_scale, losses, write_grad):
+    """linear_cross_entropy.softmax_xent_rows for float32 logits z (rows, V), C-contiguous, in
+    three passes over each row while it is in the core's cache (NumPy makes six, each over
+    memory): m = max_j z_ij; z_ij <- exp(z_ij - m) and their sum s; the loss
+    m + log s - z_{i,t_i}; then, for the gradient, z_ij <- (row_scale_i / s) z_ij, and
+    row_scale_i subtracted at t_i. ``nogil``: rows split over Python threads run at once.
+
+    The max and the sum are written with LANES explicit partial results: a running max (or
+    a float64 running sum) is one long dependency chain that the compiler leaves scalar,
+    and the softmax took longer than NumPy's. s: float32 lanes over blocks of SUM_BLOCK
+    terms (64 per lane), each block's lanes added into float64 lanes. A NaN in the row
+    makes s, and so the loss, NaN (the max compare passes it over; exp(NaN - m) does not)."""
+    rows, vocab = z.shape
+    lane = np.empty(LANES, np.float32)
+    lane64 = np.empty(LANES, np.float64)
+    whole = vocab // LANES * LANES                        # columns the lanes cover
+    blocks = vocab // SUM_BLOCK * SUM_BLOCK               # columns the float32 blocks cover
+    for i in range(rows):
+        picked = z[i, targets[i]]
+        lane[:] = z[i, 0]                                 # m = max_j z_ij
+        for j in range(0, whole, LANES):
+            for k in range(LANES):
+                lane[k] = z[i, j + k] if z[i, j + k] > lane[k] else lane[k]
+        m = lane[0]
+        for k in range(1, LANES):
+            m = lane[k] if lane[k] > m else m
+        for j in range(whole, vocab):
+            m = z[i, j] if z[i, j] > m else m
+        lane64[:] = 0.0                                   # z <- exp(z - m), s = their sum
+        for b in range(0, blocks, SUM_BLOCK):
+            lane[:] = 0.0
+            for j in range(b, b + SUM_BLOCK, LANES):
+                for k in range(LANES):
+                    e = exp_nonpositive_f32(z[i, j + k] - m)
+                    z[i, j + k] = e
+                    lane[k] += e
+            for k in range(LANES):
+                lane64[k] += lane[k]
+        lane[:] = 0.0
+        for j in range(blocks, whole, LANES):
+            for k in range(LANES):
+                e = exp_nonpositive_f32(z[i, j + k] - m)
+                z[i, j + k] = e
+                lane[k] += e
+        total = 0.0
+        for k in range(LANES):
+            total += lane64[k] + lane[k]
+        for j in range(whole, vocab):
+            e = exp_nonpositive_f32(z[i, j] - m)
+            z[i, j] = e
+            total += e
+        losses[i] = m + math.log(total) - picked          # lse_i - z_{i,t_i}
+        if write_grad:
+            scale = np.float32(row_scale[i, 0] / total)   # softmax / n
+            for j in range(vocab):
+                z[i, j] *= scale
+            z[i, targets[i]] -= row_scale[i, 0]           # - onehot(t_i) / n

@@ -126,3 +126,41 @@ def test_the_next_step_reuses_the_freed_p_buffer():
     assert again._ctx.saved[2] is first                                   # the same memory
     other = F.linear_cross_entropy(Tensor(x, requires_grad=True), w, t)   # `again` still holds it
     assert other._ctx.saved[2] is not first and lce._SPARE["probs"] is other._ctx.saved[2]
+
+
+@pytest.mark.parametrize("vocab", [7, 16, 1040, 2100])   # below one lane's width, one block, 2 blocks + tails
+def test_the_compiled_softmax_rows_equal_the_reference_in_float32(vocab):
+    from autograd.kernels import cpu
+    loops = cpu.compiled()
+    if loops is None:
+        pytest.skip("numba is not installed: the compiled loops are not in use")
+    rng = np.random.default_rng(vocab)
+    n = 37
+    z = (rng.standard_normal((n, vocab)) * 4).astype(np.float32)
+    z[3, 5] = 80.0                                            # a row dominated by one logit
+    targets = rng.integers(0, vocab, n)
+    row_scale = np.full((n, 1), 1 / 35, dtype=np.float32)
+    row_scale[[4, 9]] = 0.0                                   # ignored rows
+    ours, ref = z.copy(), z.copy()
+    loss_ours, loss_ref = np.empty(n), np.empty(n)
+    loops.softmax_xent_rows_f32(ours, targets, row_scale, loss_ours, True)
+    lce.softmax_xent_rows(ref, targets, row_scale, loss_ref, True)
+    # float32 on both sides, the sums in another order and exp within 4e-7: 1e-5 of the
+    # largest value, the fast bodies' bar (tests/autograd/test_fast_bodies.py)
+    assert np.abs(ours - ref).max() <= 1e-5 * np.abs(ref).max()
+    assert np.abs(loss_ours - loss_ref).max() <= 1e-5 * np.abs(loss_ref).max()
+    only_loss = z.copy()
+    loops.softmax_xent_rows_f32(only_loss, targets, row_scale, loss_ours, False)
+    assert np.abs(loss_ours - loss_ref).max() <= 1e-5 * np.abs(loss_ref).max()
+
+
+def test_a_nan_logit_makes_the_compiled_loss_nan():
+    from autograd.kernels import cpu
+    loops = cpu.compiled()
+    if loops is None:
+        pytest.skip("numba is not installed: the compiled loops are not in use")
+    z = np.zeros((2, 100), dtype=np.float32)
+    z[0, 50] = np.nan                                         # a diverged run must show it
+    losses = np.empty(2)
+    loops.softmax_xent_rows_f32(z, np.array([1, 1]), np.full((2, 1), 0.5, np.float32), losses, True)
+    assert np.isnan(losses[0]) and losses[1] == pytest.approx(np.log(100))
