@@ -147,8 +147,7 @@ class LinearCrossEntropy(Function):
             dx *= g
             dx = dx.reshape(ctx.x_shape)
         if ctx.needs_input_grad[1]:
-            dw = xp.matmul(probs.T, x2)                                     # (V, C), P^T x
-            dw *= g
+            dw = xp.matmul(probs.T, x2 * g)                                 # (V, C), P^T (g x): g on the small side
         return dx, dw, None, None
 
     @staticmethod

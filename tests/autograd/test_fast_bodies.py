@@ -169,9 +169,12 @@ def test_the_tanh_coefficients_are_lamberts_continued_fraction():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("wd", [0.0, 0.1])
-def test_adamw_fast_update_follows_the_reference_for_five_steps(dtype, wd):
+@pytest.mark.parametrize("split", [False, True])   # True: the elements split over the threads
+def test_adamw_fast_update_follows_the_reference_for_five_steps(dtype, wd, split, monkeypatch):
     from autograd.kernels import adamw
     _compiled_loops()
+    if split:
+        monkeypatch.setattr(adamw, "SPLIT_ELEMENTS", 100)   # 1073 elements: as many threads as cores
     rng = np.random.default_rng(3)
     shape = (37, 29)                       # not a multiple of any SIMD width
     ref = [rng.standard_normal(shape).astype(dtype), np.zeros(shape, dtype), np.zeros(shape, dtype)]

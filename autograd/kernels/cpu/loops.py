@@ -193,7 +193,7 @@ def gelu_backward(g, x, t, dx):
 
 
 # ---------------------------------------------------------------------------- AdamW (adamw.py)
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def adamw_update(p, g, m, v, decay, beta1, beta2, step_size, bias2_sqrt, eps):
     """1-D, in place, one pass: p <- p decay; m <- m + (1 - beta1)(g - m);
     v <- beta2 v + (1 - beta2) g^2; p <- p - step_size m / (sqrt(v) / bias2_sqrt + eps),
