@@ -261,64 +261,64 @@ def exp_nonpositive_f32_array(x, out):
 
 
 LANES = 16          # float32 SIMD lanes of AVX-512; written out, so that the compiler keeps them
-SUM_BLOCK = 1024    # terms summed in float32 lanes before the lanes go into float64 sums
+SUM_BLOCK = 1024    # exp terms summed in float32 (in SIMD lanes) before they join a float64 sum
+
+
+@njit(cache=True, nogil=True, fastmath=FAST)
+def _row_max(row):
+    """max_j row[j], with LANES partial maxima: a running max is one long chain of
+    comparisons, which the compiler leaves scalar (twice as slow as NumPy's max)."""
+    n = row.shape[0]
+    whole = n // LANES * LANES
+    lane = np.empty(LANES, dtype=row.dtype)
+    lane[:] = row[0]
+    for j in range(0, whole, LANES):
+        for k in range(LANES):
+            lane[k] = row[j + k] if row[j + k] > lane[k] else lane[k]
+    m = lane[0]
+    for k in range(1, LANES):
+        m = lane[k] if lane[k] > m else m
+    for j in range(whole, n):
+        m = row[j] if row[j] > m else m
+    return m
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def _exp_shifted_sum(segment, m):
+    """segment <- exp(segment - m) in place; returns their float32 sum, which fast-math
+    spreads over SIMD lanes (SUM_BLOCK terms: a few roundings of 6e-8)."""
+    total = np.float32(0.0)
+    for j in range(segment.shape[0]):
+        e = exp_nonpositive_f32(segment[j] - m)
+        segment[j] = e
+        total += e
+    return total
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def softmax_xent_rows_f32(z, targets, row_scale, losses, write_grad):
     """linear_cross_entropy.softmax_xent_rows for float32 logits z (rows, V), C-contiguous, in
     three passes over each row while it is in the core's cache (NumPy makes six, each over
-    memory): m = max_j z_ij; z_ij <- exp(z_ij - m) and their sum s; the loss
-    m + log s - z_{i,t_i}; then, for the gradient, z_ij <- (row_scale_i / s) z_ij, and
-    row_scale_i subtracted at t_i. ``nogil``: rows split over Python threads run at once.
+    memory): m = max_j z_ij; z_ij <- exp(z_ij - m) and their sum s (float32 sums of
+    SUM_BLOCK terms, added in float64); the loss m + log s - z_{i,t_i}; then, for the
+    gradient, z_ij <- (row_scale_i / s) z_ij, and row_scale_i subtracted at t_i. ``nogil``:
+    rows split over Python threads run at once.
 
-    The max and the sum are written with LANES explicit partial results: a running max (or
-    a float64 running sum) is one long dependency chain that the compiler leaves scalar,
-    and the softmax took longer than NumPy's. s: float32 lanes over blocks of SUM_BLOCK
-    terms (64 per lane), each block's lanes added into float64 lanes. A NaN in the row
-    makes s, and so the loss, NaN (the max compare passes it over; exp(NaN - m) does not)."""
+    Each pass loops over a 1-D row (or a slice of it) from 0: a loop over z[i, j] with j
+    from a start other than 0 ran scalar, 20 ns an element (numba cannot then rule out a
+    negative index, and checks each). A NaN in the row makes s, and so the loss, NaN (the
+    max's comparisons pass it over; exp(NaN - m) does not)."""
     rows, vocab = z.shape
-    lane = np.empty(LANES, np.float32)
-    lane64 = np.empty(LANES, np.float64)
-    whole = vocab // LANES * LANES                        # columns the lanes cover
-    blocks = vocab // SUM_BLOCK * SUM_BLOCK               # columns the float32 blocks cover
     for i in range(rows):
-        picked = z[i, targets[i]]
-        lane[:] = z[i, 0]                                 # m = max_j z_ij
-        for j in range(0, whole, LANES):
-            for k in range(LANES):
-                lane[k] = z[i, j + k] if z[i, j + k] > lane[k] else lane[k]
-        m = lane[0]
-        for k in range(1, LANES):
-            m = lane[k] if lane[k] > m else m
-        for j in range(whole, vocab):
-            m = z[i, j] if z[i, j] > m else m
-        lane64[:] = 0.0                                   # z <- exp(z - m), s = their sum
-        for b in range(0, blocks, SUM_BLOCK):
-            lane[:] = 0.0
-            for j in range(b, b + SUM_BLOCK, LANES):
-                for k in range(LANES):
-                    e = exp_nonpositive_f32(z[i, j + k] - m)
-                    z[i, j + k] = e
-                    lane[k] += e
-            for k in range(LANES):
-                lane64[k] += lane[k]
-        lane[:] = 0.0
-        for j in range(blocks, whole, LANES):
-            for k in range(LANES):
-                e = exp_nonpositive_f32(z[i, j + k] - m)
-                z[i, j + k] = e
-                lane[k] += e
+        row = z[i]
+        picked = row[targets[i]]
+        m = _row_max(row)
         total = 0.0
-        for k in range(LANES):
-            total += lane64[k] + lane[k]
-        for j in range(whole, vocab):
-            e = exp_nonpositive_f32(z[i, j] - m)
-            z[i, j] = e
-            total += e
+        for start in range(0, vocab, SUM_BLOCK):
+            total += _exp_shifted_sum(row[start:start + SUM_BLOCK], m)
         losses[i] = m + math.log(total) - picked          # lse_i - z_{i,t_i}
         if write_grad:
             scale = np.float32(row_scale[i, 0] / total)   # softmax / n
             for j in range(vocab):
-                z[i, j] *= scale
-            z[i, targets[i]] -= row_scale[i, 0]           # - onehot(t_i) / n
+                row[j] *= scale
+            row[targets[i]] -= row_scale[i, 0]            # - onehot(t_i) / n
