@@ -125,3 +125,30 @@ def test_torch_trainer_draws_tinygpts_batches_and_follows_its_schedule_and_shape
                             env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def _git_head_or_skip():
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout: bench_revisions.py compares revisions of one")
+
+
+def test_bench_revisions_times_each_tree_in_its_own_process_and_reports_the_speedup():
+    _git_head_or_skip()
+    result = subprocess.run([sys.executable, "benchmarks/bench_revisions.py", "--base", "HEAD", "--shape", "char",
+                             "--pairs", "2", "--steps", "1", "--warmup", "0"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["pairs"] == 2 and len(report["speedup_per_pair"]) == 2
+    for key in ("base_ms", "new_ms", "speedup"):
+        assert 0 < report[key]["min"] <= report[key]["median"] <= report[key]["max"]
+    assert "pair 2/2" in result.stdout
+
+
+def test_bench_revisions_names_a_revision_git_does_not_know():
+    _git_head_or_skip()
+    result = subprocess.run([sys.executable, "benchmarks/bench_revisions.py", "--base", "no-such-revision-x"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "no-such-revision-x" in result.stderr
+    assert "Traceback" not in result.stderr

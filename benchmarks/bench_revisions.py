@@ -1,0 +1,152 @@
+"""One training step of tinygpt at one revision of this repository against another, each
+in its own process, alternating: how much faster (or slower) a change made the engine.
+
+    python benchmarks/bench_revisions.py --base 16a28ea                # vs the working tree
+    python benchmarks/bench_revisions.py --base 16a28ea --new HEAD --pairs 7
+    python benchmarks/bench_revisions.py --base HEAD~3 --shape char
+
+The base revision (and --new, if given; else this working tree) is extracted with
+``git archive`` into a temporary folder. A child process puts that tree first on its
+import path, imports autograd before NumPy (as the ``tinygpt`` command does), builds the
+model of the shape with seeded weights, runs --warmup steps and times --steps training
+steps (forward, backward, clip_grad_norm, AdamW on seeded random batches), and prints
+its milliseconds per step. The parent runs base, new, base, new, ... for --pairs pairs
+and prints each pair, then the median and min-max of the speed-up, base ms / new ms
+(above 1: the new tree is faster), and of each tree's ms/step; the last line, as JSON.
+
+Shapes: ``default`` is ``tinygpt train`` with its defaults (GPT-2's BPE, vocabulary
+50257, 4 layers, 4 heads, 128 wide, context 128, batch 12); ``char`` is the README's
+character-level recipe (vocabulary 65, context 64). Both trees get the same thread
+count (threads.py).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from threads import THREADS  # noqa: E402  (first: it fixes the thread count of every library)
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tarfile  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHAPES = {  # vocabulary, context; every shape: 4 layers, 4 heads, 128 wide, batch 12
+    "default": (50257, 128),
+    "char": (65, 64),
+}
+
+
+def child(root: str, shape: str, warmup: int, steps: int) -> None:
+    """In a fresh process: the step time of the tree at ``root``, as JSON."""
+    sys.path.insert(0, root)
+    import autograd  # noqa: F401  (before NumPy, as the tinygpt command)
+    import numpy as np
+    from autograd import backend, optim
+    from tinygpt import GPT2, GPTConfig
+
+    vocab, context = SHAPES[shape]
+    backend.seed(0)
+    model = GPT2(GPTConfig(vocab_size=vocab, block_size=context, n_layer=4, n_head=4, n_embd=128))
+    opt = optim.AdamW(optim.decay_groups(model.named_parameters(), 0.1), lr=1e-3)
+    rng = np.random.default_rng(0)
+
+    def step():
+        batch = rng.integers(0, vocab, (12, context + 1))
+        _, loss = model(batch[:, :-1], batch[:, 1:])
+        loss.backward()
+        optim.clip_grad_norm(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    ms = (time.perf_counter() - start) / steps * 1e3
+    print(json.dumps({"root": root, "ms_per_step": ms, "engine": str(Path(autograd.__file__).parent)}))
+
+
+def extract(revision: str, into: Path) -> Path:
+    """The files of ``revision`` (git archive) under ``into``; a clear error if git cannot."""
+    result = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", revision], capture_output=True)
+    if result.returncode != 0:
+        raise SystemExit(f"bench_revisions: git cannot read revision {revision!r}: "
+                         f"{result.stderr.decode(errors='replace').strip()}")
+    into.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(result.stdout)) as archive:
+        if hasattr(tarfile, "data_filter"):    # Python 3.12, and 3.10.12 / 3.11.4 on
+            archive.extractall(into, filter="data")
+        else:
+            archive.extractall(into)
+    return into
+
+
+def run_child(root: Path, args) -> float:
+    out = subprocess.run([sys.executable, __file__, "--child", str(root), "--shape", args.shape,
+                          "--warmup", str(args.warmup), "--steps", str(args.steps), "--threads", str(THREADS)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"bench_revisions: the step of {root} failed:\n{out.stderr[-3000:]}")
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    if Path(report["engine"]).resolve() != (root / "autograd").resolve():
+        raise SystemExit(f"bench_revisions: the child imported {report['engine']}, not {root}/autograd")
+    return report["ms_per_step"]
+
+
+def _spread(values, digits):
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits)}
+
+
+def _text(spread, digits):
+    return f"{spread['median']:.{digits}f} ({spread['min']:.{digits}f}-{spread['max']:.{digits}f})"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", help="the revision to compare against (a commit, tag or branch)")
+    parser.add_argument("--new", help="the revision measured against it (default: this working tree)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="default")
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per process (default 8)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.shape, args.warmup, args.steps)
+        return
+    if not args.base:
+        parser.error("--base REVISION is needed (e.g. --base HEAD~1)")
+    if args.pairs < 1 or args.steps < 1:
+        parser.error("--pairs and --steps must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="tinygpt-revisions-") as tmp:
+        base = extract(args.base, Path(tmp) / "base")
+        new = extract(args.new, Path(tmp) / "new") if args.new else REPO
+        print(f"{args.shape} step, {args.steps} timed steps per process, {THREADS} threads: "
+              f"{args.base} against {args.new or 'the working tree'}, {args.pairs} alternating pairs", flush=True)
+        base_ms, new_ms, speedups = [], [], []
+        for i in range(args.pairs):
+            base_ms.append(run_child(base, args))
+            new_ms.append(run_child(new, args))
+            speedups.append(base_ms[-1] / new_ms[-1])
+            print(f"  pair {i + 1}/{args.pairs}: base {base_ms[-1]:.1f} ms, new {new_ms[-1]:.1f} ms, "
+                  f"speed-up {speedups[-1]:.3f}", flush=True)
+    report = {"shape": args.shape, "base": args.base, "new": args.new or "working tree", "threads": THREADS,
+              "pairs": args.pairs, "steps": args.steps, "base_ms": _spread(base_ms, 1), "new_ms": _spread(new_ms, 1),
+              "speedup": _spread(speedups, 3), "speedup_per_pair": [round(x, 3) for x in speedups]}
+    print(f"base ms/step {_text(report['base_ms'], 1)}; new ms/step {_text(report['new_ms'], 1)}; "
+          f"speed-up (base / new) {_text(report['speedup'], 3)}")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
