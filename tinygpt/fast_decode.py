@@ -22,8 +22,8 @@ one position the model's forward is mostly the cost of calling it.
 What it buys. A token reads every weight once, 0.5 GB for GPT-2 124M, so decoding is
 bound by memory bandwidth. Through the autograd graph a token is about 260 kernel calls
 from Python, and each matrix-vector product hands off to BLAS's threads and back: on 2
-cores GPT-2 124M ran 12.2 ms a token that way against 10.7 ms here (measured in one
-process; benchmarks/bench_generate.py has the process-isolated figures). Here the whole
+cores GPT-2 124M ran 12.1-12.2 ms a token that way against 11.0 ms here (each in a
+process of its own; benchmarks/bench_generate.py has the figures against the bound). Here the whole
 token is one call from Python; each matrix-vector product splits its rows over numba's
 threads (one contiguous block of rows each, so each thread streams its own part of W),
 and the rest (layer norms, attention over the cache, GELU) runs on one core, a few
