@@ -41,29 +41,33 @@ import math
 import numba
 import numpy as np
 from numba import njit, prange
-from numba.typed import List
 
-from autograd.kernels.cpu.loops import FAST, gelu_forward_f32, layernorm_forward
+from autograd.kernels.cpu.loops import FAST, exp_nonpositive_f32, gelu_forward_f32, layernorm_forward
 
 # a matrix with fewer rows per thread than this is done on one core: handing rows to the
 # other threads costs more than it saves
 MIN_ROWS_PER_THREAD = 256
 
 
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def matvec_rows(w, x, b, out, lo, hi):
+    """out[i] = sum_j W[i, j] x[j] + b[i] for the rows lo..hi-1 of W (n, k), row-major. The
+    sums are float32, as BLAS's (fast-math lets them run in SIMD lanes): float64 sums made
+    GPT-2's token 0.5 ms slower."""
+    for i in range(lo, hi):
+        s = np.float32(0.0)
+        for j in range(w.shape[1]):
+            s += w[i, j] * x[j]
+        out[i] = s + b[i]
+
+
 @njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
 def matvec(w, x, b, out, parts):
-    """out = W x + b for W (n, k) row-major: out[i] = sum_j W[i, j] x[j] + b[i], rows split
-    into ``parts`` contiguous blocks, one per thread. The sums are float32, as BLAS's
-    (fast-math lets them run in SIMD lanes): float64 sums made GPT-2's token 0.5 ms slower."""
-    n, k = w.shape
+    """out = W x + b, the rows split into ``parts`` contiguous blocks, one per thread (each
+    thread streams its own part of W)."""
+    n = w.shape[0]
     for part in prange(parts):
-        lo = part * n // parts
-        hi = (part + 1) * n // parts
-        for i in range(lo, hi):
-            s = np.float32(0.0)
-            for j in range(k):
-                s += w[i, j] * x[j]
-            out[i] = s + b[i]
+        matvec_rows(w, x, b, out, part * n // parts, (part + 1) * n // parts)
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
@@ -71,34 +75,47 @@ def attend_one(qkv, k_cache, v_cache, pos, y, scores):
     """One query (the token at ``pos``) against the cached keys 0..pos, every head.
     qkv (3C,) holds q, k, v side by side; k and v are first written into the caches
     (1, nh, block, hs) at ``pos``. y (C,) gets each head's sum_t p_t v_t, heads side by
-    side; scores (block,) is scratch."""
+    side; scores (block,) is scratch. float32 throughout, the exp that of the training
+    kernels' softmax (cpu/loops.py, within 3e-7 of exp): float64 sums and math.exp kept
+    these loops scalar."""
     c = y.shape[0]
     nh = k_cache.shape[1]
     hs = c // nh
-    scale = 1.0 / math.sqrt(hs)
+    scale = np.float32(1.0 / math.sqrt(hs))
     for h in range(nh):
         q0, k0, v0 = h * hs, c + h * hs, 2 * c + h * hs
         for d in range(hs):
             k_cache[0, h, pos, d] = qkv[k0 + d]
             v_cache[0, h, pos, d] = qkv[v0 + d]
-        top = -np.inf
+        top = np.float32(-np.inf)
         for t in range(pos + 1):                       # s_t = q . k_t / sqrt(hs)
-            dot = 0.0
+            dot = np.float32(0.0)
             for d in range(hs):
                 dot += qkv[q0 + d] * k_cache[0, h, t, d]
             scores[t] = dot * scale
             top = max(top, scores[t])
-        total = 0.0
+        total = np.float32(0.0)
         for t in range(pos + 1):                       # exp(s - max): the softmax's numerators
-            e = math.exp(scores[t] - top)
+            e = exp_nonpositive_f32(scores[t] - top)
             scores[t] = e
             total += e
         for d in range(hs):
             y[q0 + d] = 0.0
+        inv = np.float32(1.0) / total
         for t in range(pos + 1):                       # y = sum_t p_t v_t
-            p = scores[t] / total
+            p = scores[t] * inv
             for d in range(hs):
                 y[q0 + d] += p * v_cache[0, h, t, d]
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def product(w, x, b, out, parts):
+    """matvec, or for one part matvec_rows in this thread: a call of a parallel function
+    costs a few microseconds even for one part, 49 times a token."""
+    if parts == 1:
+        matvec_rows(w, x, b, out, 0, w.shape[0])
+    else:
+        matvec(w, x, b, out, parts)
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
@@ -124,17 +141,17 @@ def decode_token(token, pos, wte, wpe, mats, vecs, k_caches, v_caches, has_bias,
     for layer in range(n_layer):
         m, v = 4 * layer, 8 * layer
         layernorm_forward(x2, vecs[v], vecs[v + 1], has_bias, eps, h, xhat, rstd)
-        matvec(mats[m], h[0], vecs[v + 2], qkv, parts[m])
+        product(mats[m], h[0], vecs[v + 2], qkv, parts[m])
         attend_one(qkv, k_caches[layer], v_caches[layer], pos, y, scores)
-        matvec(mats[m + 1], y, vecs[v + 3], out, parts[m + 1])
+        product(mats[m + 1], y, vecs[v + 3], out, parts[m + 1])
         x += out
         layernorm_forward(x2, vecs[v + 4], vecs[v + 5], has_bias, eps, h, xhat, rstd)
-        matvec(mats[m + 2], h[0], vecs[v + 6], fc, parts[m + 2])
+        product(mats[m + 2], h[0], vecs[v + 6], fc, parts[m + 2])
         gelu_forward_f32(fc, act, fc)                                    # fc now holds tanh(u): scratch
-        matvec(mats[m + 3], act, vecs[v + 7], out, parts[m + 3])
+        product(mats[m + 3], act, vecs[v + 7], out, parts[m + 3])
         x += out
     layernorm_forward(x2, vecs[8 * n_layer], vecs[8 * n_layer + 1], has_bias, eps, h, xhat, rstd)
-    matvec(wte, h[0], vecs[8 * n_layer + 2], logits, parts[4 * n_layer])
+    product(wte, h[0], vecs[8 * n_layer + 2], logits, parts[4 * n_layer])
 
 
 def _parts(rows: int, threads: int) -> int:
@@ -156,26 +173,21 @@ class CompiledDecoder:
         def vector(p, n):
             return zeros[n] if p is None else p.data
 
-        self.mats, self.vecs = List(), List()
+        mats, vecs = [], []
         for block in tr.h:
-            lins = (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj)
-            for lin in lins:
-                self.mats.append(lin.weight.data)
-            self.vecs.append(block.ln_1.weight.data)
-            self.vecs.append(vector(block.ln_1.bias, c))
-            self.vecs.append(vector(block.attn.c_attn.bias, 3 * c))
-            self.vecs.append(vector(block.attn.c_proj.bias, c))
-            self.vecs.append(block.ln_2.weight.data)
-            self.vecs.append(vector(block.ln_2.bias, c))
-            self.vecs.append(vector(block.mlp.c_fc.bias, 4 * c))
-            self.vecs.append(vector(block.mlp.c_proj.bias, c))
-        self.vecs.append(tr.ln_f.weight.data)
-        self.vecs.append(vector(tr.ln_f.bias, c))
-        self.vecs.append(zeros[cfg.vocab_size])                           # the head has no bias
-        self.k_caches, self.v_caches = List(), List()
-        for layer in cache.layers:
-            self.k_caches.append(layer.k)
-            self.v_caches.append(layer.v)
+            for lin in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
+                mats.append(lin.weight.data)
+            vecs += [block.ln_1.weight.data, vector(block.ln_1.bias, c),
+                     vector(block.attn.c_attn.bias, 3 * c), vector(block.attn.c_proj.bias, c),
+                     block.ln_2.weight.data, vector(block.ln_2.bias, c),
+                     vector(block.mlp.c_fc.bias, 4 * c), vector(block.mlp.c_proj.bias, c)]
+        vecs += [tr.ln_f.weight.data, vector(tr.ln_f.bias, c), zeros[cfg.vocab_size]]   # the head has no bias
+        # tuples (numba indexes a tuple of arrays of one type at run time): each depth of model
+        # compiles once, then loads from the cache; numba's typed lists compiled their own
+        # methods in every new process (0.3 s)
+        self.mats, self.vecs = tuple(mats), tuple(vecs)
+        self.k_caches = tuple(layer.k for layer in cache.layers)
+        self.v_caches = tuple(layer.v for layer in cache.layers)
         threads = numba.get_num_threads()
         self.parts = np.array([_parts(w.shape[0], threads) for w in self.mats]
                               + [_parts(cfg.vocab_size, threads)], dtype=np.int64)
