@@ -110,8 +110,9 @@ def attend_one(qkv, k_cache, v_cache, pos, y, scores):
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
 def product(w, x, b, out, parts):
-    """matvec, or for one part matvec_rows in this thread: a call of a parallel function
-    costs a few microseconds even for one part, 49 times a token."""
+    """matvec, or for one part matvec_rows in this thread: starting a parallel loop costs
+    about a microsecond even for one part (a 12-layer, 64-wide model, all of one part:
+    205 -> 151 us a token)."""
     if parts == 1:
         matvec_rows(w, x, b, out, 0, w.shape[0])
     else:
