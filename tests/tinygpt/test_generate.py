@@ -94,6 +94,30 @@ def test_bad_sampling_settings_are_clear_errors():
         next_token_distribution(np.zeros(3), -1.0)
 
 
+def test_bad_sampling_settings_are_refused_before_the_first_token_even_when_greedy():
+    # temperature 0 takes the logits' argmax without building a distribution; the other
+    # settings are still checked, once, before anything runs
+    model = char_model()
+    for kwargs in ({"top_k": 0}, {"top_p": 2.0}, {"temperature": -1.0}):
+        tokens = generate_ids(model, "we ", 5, **{"temperature": 0, **kwargs})
+        with pytest.raises(TinyGPTError, match="bad sampling settings"):
+            next(tokens)
+
+
+def test_greedy_tokens_are_the_argmax_of_the_models_logits_at_every_step():
+    from autograd import no_grad
+    model = char_model(block_size=64)
+    prompt = model.tokenizer.encode("hear me ")
+    out = list(generate_ids(model, prompt, 12, temperature=0, stop_at_eot=False))
+    ids = list(prompt)
+    model.eval()
+    with no_grad():
+        for token in out:   # the whole sequence through the model, no cache, no generate_ids
+            logits, _ = model(ids)
+            assert token == int(np.argmax(backend.to_numpy(logits.data)[0, -1]))
+            ids.append(token)
+
+
 def test_the_original_readme_api_returns_text_from_an_untrained_gpt2(monkeypatch):
     # the README tinygpt grew from: model = GPT2(); model.generate("Once upon a time", max_length=100)
     import tinygpt.generate as gen
