@@ -137,6 +137,7 @@ def decode_token(token, pos, wte, wpe, mats, vecs, k_caches, v_caches, has_bias,
     out = np.empty(c, np.float32)
     fc = np.empty(4 * c, np.float32)
     act = np.empty(4 * c, np.float32)
+    tanh = np.empty(4 * c, np.float32)
     scores = np.empty(wpe.shape[0], np.float32)
     x2 = x.reshape(1, c)
     for layer in range(n_layer):
@@ -148,7 +149,7 @@ def decode_token(token, pos, wte, wpe, mats, vecs, k_caches, v_caches, has_bias,
         x += out
         layernorm_forward(x2, vecs[v + 4], vecs[v + 5], has_bias, eps, h, xhat, rstd)
         product(mats[m + 2], h[0], vecs[v + 6], fc, parts[m + 2])
-        gelu_forward_f32(fc, act, fc)                                    # fc now holds tanh(u): scratch
+        gelu_forward_f32(fc, act, tanh)     # tanh: scratch of its own (written over fc, the loop ran scalar)
         product(mats[m + 3], act, vecs[v + 7], out, parts[m + 3])
         x += out
     layernorm_forward(x2, vecs[8 * n_layer], vecs[8 * n_layer + 1], has_bias, eps, h, xhat, rstd)
