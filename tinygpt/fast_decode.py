@@ -51,14 +51,28 @@ MIN_ROWS_PER_THREAD = 256
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
 def matvec_rows(w, x, b, out, lo, hi):
-    """out[i] = sum_j W[i, j] x[j] + b[i] for the rows lo..hi-1 of W (n, k), row-major. The
-    sums are float32, as BLAS's (fast-math lets them run in SIMD lanes): float64 sums made
-    GPT-2's token 0.5 ms slower."""
-    for i in range(lo, hi):
+    """out[i] = sum_j W[i, j] x[j] + b[i] for the rows lo..hi-1 of W (n, k), row-major.
+    Four rows at a time: four streams through memory in flight rather than one, and each
+    x[j] loaded once for the four (GPT-2's 49 matrices of a token read 3-5% faster, in
+    one process against one row at a time). The sums are float32, as BLAS's (fast-math
+    lets them run in SIMD lanes): float64 sums made GPT-2's token 0.5 ms slower."""
+    i = lo
+    while i + 4 <= hi:
+        w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for j in range(w.shape[1]):
+            xj = x[j]
+            s0 += w0[j] * xj
+            s1 += w1[j] * xj
+            s2 += w2[j] * xj
+            s3 += w3[j] * xj
+        out[i], out[i + 1], out[i + 2], out[i + 3] = s0 + b[i], s1 + b[i + 1], s2 + b[i + 2], s3 + b[i + 3]
+        i += 4
+    for r in range(i, hi):                             # the last rows, fewer than four
         s = np.float32(0.0)
         for j in range(w.shape[1]):
-            s += w[i, j] * x[j]
-        out[i] = s + b[i]
+            s += w[r, j] * x[j]
+        out[r] = s + b[r]
 
 
 @njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
