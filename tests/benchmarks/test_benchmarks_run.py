@@ -53,6 +53,9 @@ def test_bench_generate_produces_the_same_tokens_as_hugging_face_and_measures_th
     bound = row["gemv_gb_per_s"]["median"] * 1e9 / row["weight_bytes"]
     assert row["bound_tokens_per_s"]["median"] == pytest.approx(bound, rel=1e-2)
     assert row["tinygpt_fraction_of_bound"]["median"] > 0
+    # the fastest call is at least as fast as the median one, so its bound is the stricter
+    assert row["gemv_best_gb_per_s"]["median"] >= row["gemv_gb_per_s"]["median"]
+    assert 0 < row["tinygpt_fraction_of_best_call_bound"]["median"] <= row["tinygpt_fraction_of_bound"]["median"]
 
 
 def test_bench_recipe_trains_both_to_a_finite_best_val_loss_and_writes_their_checkpoints(tmp_path):
