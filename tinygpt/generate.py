@@ -78,14 +78,36 @@ def next_token_distribution(logits, temperature=1.0, top_k=None, top_p=None):
     probs = np.exp(z - z.max())
     probs /= probs.sum()
     if top_p is not None and top_p < 1.0:
-        order = np.argsort(-probs, kind="stable")
-        cumulative = np.cumsum(probs[order])
+        order, cumulative = _most_likely_first(probs, top_p)
         keep_sorted = cumulative - probs[order] < top_p      # the token that crosses p is kept
         keep = np.zeros(probs.size, dtype=bool)
         keep[order[keep_sorted]] = True
         probs = np.where(keep, probs, 0.0)
         probs /= probs.sum()
     return probs
+
+
+NUCLEUS_CANDIDATES = 1024
+
+
+def _most_likely_first(probs, top_p):
+    """Token ids from most to least likely (ties in id order) and the running total of their
+    probabilities, at least as far as the total reaches ``top_p``; what top-p keeps is decided
+    within it. Sorting all 50257 probabilities took 3.7 ms a token, more than a token of the
+    default model; usually the nucleus lies among the NUCLEUS_CANDIDATES most likely tokens.
+    Those are every token at least as likely as the 1024th (ties included, so the order
+    among them is the full sort's); when their running total reaches top_p, the tokens after
+    them are cut just as after a full sort (each would start at or past top_p); otherwise
+    everything is sorted."""
+    if probs.size > NUCLEUS_CANDIDATES:
+        kth = np.partition(probs, -NUCLEUS_CANDIDATES)[-NUCLEUS_CANDIDATES]
+        ids = np.flatnonzero(probs >= kth)                    # in id order
+        order = ids[np.argsort(-probs[ids], kind="stable")]
+        cumulative = np.cumsum(probs[order])
+        if order.size and cumulative[-1] >= top_p:
+            return order, cumulative
+    order = np.argsort(-probs, kind="stable")
+    return order, np.cumsum(probs[order])
 
 
 def no_tokenizer_error(model) -> TinyGPTError:

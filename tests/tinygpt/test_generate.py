@@ -89,6 +89,41 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     np.testing.assert_allclose(p, [1, 0, 0, 0])
 
 
+def nucleus_by_hand(probs, top_p):
+    """Top-p the slow way: walk the tokens from most to least likely (ties: lower id first),
+    keep each while the total before it is below p."""
+    keep, total = np.zeros(probs.size, dtype=bool), 0.0
+    for i in sorted(range(probs.size), key=lambda i: (-probs[i], i)):
+        if total >= top_p:
+            break
+        keep[i] = True
+        total += probs[i]
+    return keep
+
+
+@pytest.mark.parametrize("shape", ["peaked", "flat", "ties"])
+@pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 0.999])
+def test_top_p_keeps_what_a_walk_down_the_sorted_tokens_keeps(shape, top_p):
+    # 3000 tokens: more than the 1024 candidates the fast path sorts. "peaked": the nucleus
+    # lies among them; "flat": it does not (the full sort); "ties": 500 tokens at logit 2,
+    # 2000 at 1 (the 1024th among them), 500 at -5, shuffled: the first 1024 hold 0.56 of the
+    # probability, so for p = 0.5 the nucleus ends inside the tied group, whose lowest ids
+    # must be the ones kept (a partition alone picks any of them)
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        if shape == "peaked":
+            logits = rng.standard_normal(3000) * 4
+        elif shape == "flat":
+            logits = rng.standard_normal(3000) * 0.01
+        else:
+            logits = rng.permutation(np.repeat([2.0, 1.0, -5.0], [500, 2000, 500]))
+        probs = next_token_distribution(logits, 1.0)
+        cut = next_token_distribution(logits, 1.0, top_p=top_p)
+        keep = nucleus_by_hand(probs, top_p)
+        np.testing.assert_array_equal(cut > 0, keep)
+        np.testing.assert_allclose(cut[keep], probs[keep] / probs[keep].sum(), rtol=1e-12)
+
+
 def test_bad_sampling_settings_are_clear_errors():
     with pytest.raises(TinyGPTError, match="bad sampling settings"):
         next_token_distribution(np.zeros(3), -1.0)
