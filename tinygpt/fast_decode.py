@@ -33,7 +33,8 @@ GELU loops are those of the training kernels (autograd/kernels/cpu/loops.py).
 
 generate.py takes this path on the CPU backend, float32, with the kernels' fast bodies on
 and numba there (``TINYGPT_NUMBA=0`` or ``backend.use_fast_kernels(False)`` keep the graph
-path); the first call compiles it, a few seconds once, then it is cached on disk.
+path); the first call compiles it, a few seconds once, then it is cached on disk (in a
+folder keyed on cpu/loops.py's contents too: njit_with_these_loops).
 """
 from __future__ import annotations
 
@@ -41,16 +42,17 @@ import math
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from autograd.kernels.cpu.loops import FAST, exp_nonpositive_f32, gelu_forward_f32, layernorm_forward
+from autograd.kernels.cpu.loops import (FAST, exp_nonpositive_f32, gelu_forward_f32, layernorm_forward,
+                                       njit_with_these_loops)
 
 # a matrix with fewer rows per thread than this is done on one core: handing rows to the
 # other threads costs more than it saves
 MIN_ROWS_PER_THREAD = 256
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit_with_these_loops(fastmath=FAST, error_model="numpy")
 def matvec_rows(w, x, b, out, lo, hi):
     """out[i] = sum_j W[i, j] x[j] + b[i] for the rows lo..hi-1 of W (n, k), row-major.
     Four rows at a time: four streams through memory in flight rather than one, and each
@@ -76,7 +78,7 @@ def matvec_rows(w, x, b, out, lo, hi):
         out[r] = s + b[r]
 
 
-@njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
+@njit_with_these_loops(parallel=True, fastmath=FAST, error_model="numpy")
 def matvec(w, x, b, out, parts):
     """out = W x + b, the rows split into ``parts`` contiguous blocks, one per thread (each
     thread streams its own part of W)."""
@@ -85,7 +87,7 @@ def matvec(w, x, b, out, parts):
         matvec_rows(w, x, b, out, part * n // parts, (part + 1) * n // parts)
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit_with_these_loops(fastmath=FAST, error_model="numpy")
 def attend_one(qkv, k_cache, v_cache, pos, y, scores):
     """One query (the token at ``pos``) against the cached keys 0..pos, every head.
     qkv (3C,) holds q, k, v side by side; k and v are first written into the caches
@@ -123,7 +125,7 @@ def attend_one(qkv, k_cache, v_cache, pos, y, scores):
                 y[q0 + d] += p * v_cache[0, h, t, d]
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit_with_these_loops(fastmath=FAST, error_model="numpy")
 def product(w, x, b, out, parts):
     """matvec, or for one part matvec_rows in this thread: starting a parallel loop costs
     about a microsecond even for one part (a 12-layer, 64-wide model, all of one part:
@@ -134,7 +136,7 @@ def product(w, x, b, out, parts):
         matvec(w, x, b, out, parts)
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit_with_these_loops(fastmath=FAST, error_model="numpy")
 def decode_token(token, pos, wte, wpe, mats, vecs, k_caches, v_caches, has_bias, eps, parts, logits):
     """The formulas of the module docstring for one token. Per block l: mats[4l:4l+4] are
     W_attn, W_proj, W_fc, W_mproj; vecs[8l:8l+8] are the layer norms' gains and biases and

@@ -105,3 +105,53 @@ def test_the_compiled_step_is_only_taken_where_it_applies(monkeypatch):
     for p in model.parameters():          # float64: the model's own forward
         p.data = p.data.astype(np.float64)
     assert compiled_step(model, KVCache(model.config, 1, dtype="float64")) is None
+
+
+PROBE = """
+import numpy as np
+from tinygpt.fast_decode import attend_one
+q = np.full(4, 3.0, np.float32)                         # one head of 4; the query
+qkv = np.concatenate([q, np.zeros(8, np.float32)])      # the new token's key and value: zeros
+k = np.zeros((1, 1, 8, 4), np.float32)
+v = np.zeros((1, 1, 8, 4), np.float32)
+k[0, 0, 0] = 1.0                                        # key 0: score 3 * 4 / sqrt(4) = 6
+v[0, 0, 0] = 1.0
+y = np.empty(4, np.float32)
+attend_one(qkv, k, v, 1, y, np.empty(8, np.float32))
+import os, numba
+assert numba.config.CACHE_DIR == os.environ.get("NUMBA_CACHE_DIR", ""), "the decorators left numba's setting changed"
+print(repr(float(y[0])))                                # 1 / (1 + exp(-6)): the weight of key 0
+"""
+
+
+@pytest.mark.parametrize("numba_cache_dir", [False, True])
+def test_a_change_to_the_shared_loops_reaches_the_decoders_cached_code(tmp_path, numba_cache_dir):
+    # numba keys a cached function on its own file's contents; the decoder compiles the exp
+    # of autograd/kernels/cpu/loops.py into its attention. Change that exp (make it 0 below
+    # -1) in a copy of the source, and a new process must see it, not the cache of the last
+    import math
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    src = tmp_path / "src"
+    for package in ("autograd", "tinygpt"):
+        shutil.copytree(root / package, src / package, ignore=shutil.ignore_patterns("__pycache__", "assets"))
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["PYTHONPATH"] = str(src)
+    if numba_cache_dir:
+        env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba-cache")
+
+    def weight_of_key_0():
+        out = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=src, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return float(out.stdout.strip().splitlines()[-1])
+
+    assert weight_of_key_0() == pytest.approx(1 / (1 + math.exp(-6)), rel=1e-6)
+    loops = src / "autograd" / "kernels" / "cpu" / "loops.py"
+    text = loops.read_text()
+    assert "EXP_LOW = np.float32(-87.0)" in text
+    loops.write_text(text.replace("EXP_LOW = np.float32(-87.0)", "EXP_LOW = np.float32(-1.0)"))
+    assert weight_of_key_0() == 1.0      # exp(-6) is now 0

@@ -28,18 +28,45 @@ body first runs, so the engine imports and runs without numba.
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 from llvmlite import ir
 from numba import njit
+from numba.core import config as numba_config
 from numba.core import types
 from numba.extending import intrinsic
 
 # reorder and fuse (SIMD sums), but keep NaN and inf meaning what they mean: a diverged run
 # must still show a NaN loss
 FAST = {"reassoc", "contract", "nsz", "arcp"}
+
+THIS_FILE = Path(__file__)
+SOURCE_HASH = hashlib.sha256(THIS_FILE.read_bytes()).hexdigest()[:16]   # of this file's contents
+
+
+def njit_with_these_loops(**options):
+    """``numba.njit(cache=True, **options)`` for a function in another file that calls the
+    loops of this one (tinygpt/fast_decode.py). numba keys a cached function on the
+    contents of its own file only, and compiles what it calls into it: after this file
+    changed, a caller elsewhere would go on running the old loops from its cache (numba's
+    documentation names the limitation; tests/tinygpt/test_fast_decode.py shows it). So
+    its cache goes to a folder named after this file's contents, ``callers-<hash>``, under
+    NUMBA_CACHE_DIR when that is set, else in the __pycache__ beside this file: a change
+    here compiles the callers afresh."""
+    def decorate(fn):
+        saved = numba_config.CACHE_DIR          # numba picks a function's cache folder here, once
+        root = saved or str(THIS_FILE.parent / "__pycache__")
+        numba_config.CACHE_DIR = os.path.join(root, f"callers-{SOURCE_HASH}")
+        try:
+            return njit(cache=True, **options)(fn)
+        finally:
+            numba_config.CACHE_DIR = saved
+    return decorate
 
 
 # ---------------------------------------------------------------------------- layer norm (layernorm.py)
