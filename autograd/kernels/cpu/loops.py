@@ -46,7 +46,10 @@ from numba.extending import intrinsic
 FAST = {"reassoc", "contract", "nsz", "arcp"}
 
 THIS_FILE = Path(__file__)
-SOURCE_HASH = hashlib.sha256(THIS_FILE.read_bytes()).hexdigest()[:16]   # of this file's contents
+try:
+    SOURCE_HASH = hashlib.sha256(THIS_FILE.read_bytes()).hexdigest()[:16]   # of this file's contents
+except OSError:   # no source to read (a zipped install): numba's own cache folder, as for any function
+    SOURCE_HASH = None
 
 
 def njit_with_these_loops(**options):
@@ -59,6 +62,8 @@ def njit_with_these_loops(**options):
     NUMBA_CACHE_DIR when that is set, else in the __pycache__ beside this file: a change
     here compiles the callers afresh."""
     def decorate(fn):
+        if SOURCE_HASH is None:
+            return njit(cache=True, **options)(fn)
         saved = numba_config.CACHE_DIR          # numba picks a function's cache folder here, once
         root = saved or str(THIS_FILE.parent / "__pycache__")
         numba_config.CACHE_DIR = os.path.join(root, f"callers-{SOURCE_HASH}")
