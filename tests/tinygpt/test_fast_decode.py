@@ -155,3 +155,17 @@ def test_a_change_to_the_shared_loops_reaches_the_decoders_cached_code(tmp_path,
     assert "EXP_LOW = np.float32(-87.0)" in text
     loops.write_text(text.replace("EXP_LOW = np.float32(-87.0)", "EXP_LOW = np.float32(-1.0)"))
     assert weight_of_key_0() == 1.0      # exp(-6) is now 0
+
+
+def test_without_a_readable_source_the_decorator_is_numbas_own(monkeypatch):
+    # a zipped install has no loops.py to hash: the callers get numba's own cache folder
+    import numba
+    from autograd.kernels.cpu import loops
+    monkeypatch.setattr(loops, "SOURCE_HASH", None)
+    before = numba.config.CACHE_DIR
+
+    def twice(x):
+        return 2 * x
+    compiled = loops.njit_with_these_loops()(twice)
+    assert compiled(21) == 42 and numba.config.CACHE_DIR == before
+    assert compiled.stats.cache_path.endswith("__pycache__") or before   # numba's in-tree folder
