@@ -1,6 +1,7 @@
 """The one array-module switch."""
 import ast
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -166,3 +167,17 @@ def test_after_numpy_is_loaded_the_setting_is_not_made_since_it_could_not_apply(
     code = ("import os, numpy; from autograd import backend; "
             "print(backend.blas_spin_shortened, os.environ.get('OPENBLAS_THREAD_TIMEOUT', '-'))")
     assert _in_a_fresh_process(code) == ["False", "-"]
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="OpenBLAS's x86 kernel names")
+@pytest.mark.parametrize("kernels", ["Nehalem", "Sandybridge"])
+def test_the_cpu_line_names_the_openblas_kernels_numpy_runs(kernels):
+    if backend.blas_kernel() is None:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS found beside NumPy")
+    code = "from autograd import backend; print(backend.blas_kernel()); print(backend.device_info())"
+    environment = dict(os.environ, OPENBLAS_CORETYPE=kernels)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=environment)
+    assert out.returncode == 0, out.stderr
+    name, line = out.stdout.splitlines()
+    assert name == kernels
+    assert line.startswith("cpu (numpy ") and line.endswith(f", OpenBLAS {kernels} kernels)")
