@@ -14,6 +14,17 @@ its milliseconds per step. The parent runs base, new, base, new, ... for --pairs
 and prints each pair, then the median and min-max of the speed-up, base ms / new ms
 (above 1: the new tree is faster), and of each tree's ms/step; the last line, as JSON.
 
+With ``--whole-run``, each process is instead a whole ``python -m tinygpt train`` of that
+tree with its defaults (the default run: 300 steps, evaluations at 0, 100, 200 and 300),
+into a temporary run folder: what a user of the command waits for. Each tree first makes
+one untimed two-step run, so that numba's compiled loops are cached for both alike. Read
+back from each run's log.jsonl: its time from start to the last evaluation, and the median
+of its steps' times (``dt``, a step from batch to update); and the process's wall time.
+Printed per pair and as median (min-max): the speed-up in steps per second by the run's own
+time, by the median step and by the wall time.
+
+    python benchmarks/bench_revisions.py --base 16a28ea --whole-run --pairs 3
+
 Shapes: ``default`` is ``tinygpt train`` with its defaults (GPT-2's BPE, vocabulary
 50257, 4 layers, 4 heads, 128 wide, context 128, batch 12); ``char`` is the README's
 character-level recipe (vocabulary 65, context 64). Both trees get the same thread
@@ -30,6 +41,8 @@ from threads import THREADS  # noqa: E402  (first: it fixes the thread count of 
 import argparse  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
+import shlex  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tarfile  # noqa: E402
@@ -101,6 +114,55 @@ def run_child(root: Path, args) -> float:
     return report["ms_per_step"]
 
 
+def run_whole(root: Path, out: Path, extra=()) -> dict:
+    """One ``python -m tinygpt train`` of the tree at ``root`` into ``out``; its times.
+    The tree comes first on the import path twice over: as the working folder (``-m`` puts
+    it first) and as PYTHONPATH."""
+    env = dict(os.environ, PYTHONPATH=str(root))
+    command = [sys.executable, "-m", "tinygpt", "train", "--out", str(out), "--no-progress", *extra]
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"bench_revisions: tinygpt train of {root} failed:\n{result.stderr[-3000:]}")
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    steps = [row["dt"] for row in rows if row.get("kind") == "train"]
+    evals = [row for row in rows if row.get("kind") == "eval"]
+    if not steps or not evals:
+        raise SystemExit(f"bench_revisions: {out}/log.jsonl has no steps or no evaluation")
+    return {"wall_s": wall, "run_s": evals[-1]["time"], "steps": len(steps),
+            "step_ms": statistics.median(steps) * 1e3, "val_loss": evals[-1]["val_loss"]}
+
+
+def whole_runs(base: Path, new: Path, args, tmp: Path) -> None:
+    print(f"whole runs of tinygpt train {args.train_args or '(its defaults)'}, {THREADS} threads: {args.base} against "
+          f"{args.new or 'the working tree'}, {args.pairs} alternating pairs", flush=True)
+    for name, root in (("base", base), ("new", new)):
+        run_whole(root, tmp / f"warm-{name}", ["--max-iters", "2", "--eval-iters", "1"])
+    runs = {"base": [], "new": []}
+    for i in range(args.pairs):
+        for name, root in (("base", base), ("new", new)):
+            runs[name].append(run_whole(root, tmp / f"{name}-{i}", shlex.split(args.train_args)))
+        b, n = runs["base"][-1], runs["new"][-1]
+        print(f"  pair {i + 1}/{args.pairs}: base {b['steps']} steps in {b['run_s']:.1f} s (median step "
+              f"{b['step_ms']:.1f} ms, wall {b['wall_s']:.1f} s, val {b['val_loss']:.4f}); new {n['run_s']:.1f} s "
+              f"({n['step_ms']:.1f} ms, wall {n['wall_s']:.1f} s, val {n['val_loss']:.4f}); speed-up "
+              f"{b['run_s'] / n['run_s']:.3f} by the run, {b['step_ms'] / n['step_ms']:.3f} by the median step",
+              flush=True)
+    report = {"mode": "whole-run", "base": args.base, "new": args.new or "working tree", "threads": THREADS,
+              "pairs": args.pairs, "train_args": args.train_args}
+    for key, digits in (("run_s", 1), ("step_ms", 1), ("wall_s", 1), ("val_loss", 4)):
+        report[key] = {name: _spread([r[key] for r in runs[name]], digits) for name in runs}
+    for key in ("run_s", "step_ms", "wall_s"):
+        ratios = [b[key] / n[key] for b, n in zip(runs["base"], runs["new"])]
+        report[f"speedup_by_{key}"] = _spread(ratios, 3)
+        report[f"speedup_by_{key}_per_pair"] = [round(x, 3) for x in ratios]
+    print(f"speed-up in steps/s (base / new): by the run's own time {_text(report['speedup_by_run_s'], 3)}; "
+          f"by the median step {_text(report['speedup_by_step_ms'], 3)}; by the wall time "
+          f"{_text(report['speedup_by_wall_s'], 3)}")
+    print(json.dumps(report))
+
+
 def _spread(values, digits):
     return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
             "max": round(max(values), digits)}
@@ -119,6 +181,12 @@ def main():
     parser.add_argument("--steps", type=int, default=8, help="timed steps per process (default 8)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--whole-run", action="store_true",
+                        help="time whole default `tinygpt train` runs instead of steps (--shape, --steps and "
+                             "--warmup do not apply)")
+    parser.add_argument("--train-args", default="",
+                        help="with --whole-run: flags added to each timed `tinygpt train` (default: none, the "
+                             "default run), e.g. \"--max-iters 50\"")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -131,6 +199,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="tinygpt-revisions-") as tmp:
         base = extract(args.base, Path(tmp) / "base")
         new = extract(args.new, Path(tmp) / "new") if args.new else REPO
+        if args.whole_run:
+            whole_runs(base, new, args, Path(tmp))
+            return
         print(f"{args.shape} step, {args.steps} timed steps per process, {THREADS} threads: "
               f"{args.base} against {args.new or 'the working tree'}, {args.pairs} alternating pairs", flush=True)
         base_ms, new_ms, speedups = [], [], []

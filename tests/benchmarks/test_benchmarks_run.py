@@ -155,3 +155,18 @@ def test_bench_revisions_names_a_revision_git_does_not_know():
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "no-such-revision-x" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bench_revisions_whole_runs_time_the_tinygpt_command_of_each_tree():
+    _git_head_or_skip()
+    result = subprocess.run([sys.executable, "benchmarks/bench_revisions.py", "--base", "HEAD", "--whole-run",
+                             "--pairs", "1", "--train-args", "--max-iters 3 --eval-iters 1 --eval-interval 2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["mode"] == "whole-run" and report["pairs"] == 1
+    assert len(report["speedup_by_run_s_per_pair"]) == 1
+    for tree in ("base", "new"):
+        assert 0 < report["step_ms"][tree]["median"] and report["run_s"][tree]["median"] < report["wall_s"][tree]["median"]
+        assert report["val_loss"][tree]["median"] > 0
+    assert "base 3 steps in" in result.stdout
