@@ -39,6 +39,12 @@ a third from one minute to the next). Two bounds are printed from those calls:
 
 Both per round (the median over the repeats), then median and min-max over rounds; Hugging
 Face's fraction uses the bound of the tinygpt child of the same round.
+
+Memory: after its timed generations each child runs one more, untimed, and reports the
+resident memory that generation adds at its peak (common.step_peak_bytes: the kernel's
+high-water mark, reset just before; the KV cache, logits and scratch, not the weights
+every child already holds); printed per config with the ratio tinygpt / HF (median and
+min-max over rounds). Linux only (it reads /proc).
 """
 from __future__ import annotations
 
@@ -55,7 +61,7 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-from common import TRAIN_CONFIGS, hf_model, tiny_gpt  # noqa: E402
+from common import TRAIN_CONFIGS, hf_model, step_peak_bytes, tiny_gpt  # noqa: E402
 
 PROMPT, NEW = 16, 100
 CHILDREN = ("tinygpt", "hf-generate")
@@ -116,7 +122,8 @@ def generate_child(name, framework, repeats):
             calls = before + gemv_calls(head, GEMV_SECONDS)
             gemv_median.append(head.nbytes / statistics.median(calls))
             gemv_best.append(head.nbytes / min(calls))
-    report = {"framework": framework, "seconds": seconds, "tokens": tokens}
+    report = {"framework": framework, "seconds": seconds, "tokens": tokens,
+              "peak_added_bytes": step_peak_bytes(run) if sys.platform.startswith("linux") else None}
     if gemv_median:
         report.update(gemv_bytes=head.nbytes, gemv_median_bytes_per_s=gemv_median, gemv_best_bytes_per_s=gemv_best)
     print(json.dumps(report))
@@ -142,11 +149,14 @@ def bench(name, repeats, rounds):
     weight_bytes = cfg.num_parameters() * 4   # float32, the tied head once
     per_round = {"tinygpt": [], "hf-generate": [], "bandwidth": [], "bandwidth_best": [], "bound": [],
                  "bound_best": [], "fraction": [], "fraction_best": []}
+    peaks = {"tinygpt": [], "hf-generate": []}
     token_lists = []
     for r in range(rounds):
         for child in CHILDREN:
             report = run_child("--generate-child", name, child, "--repeats", str(repeats))
             per_round[child].append(NEW / statistics.median(report["seconds"]))
+            if report["peak_added_bytes"] is not None:
+                peaks[child].append(report["peak_added_bytes"])
             token_lists.append((child, report["tokens"]))
             if child == "tinygpt":   # each generation against the calls around it, then the median
                 for key, calls in (("", report["gemv_median_bytes_per_s"]), ("_best", report["gemv_best_bytes_per_s"])):
@@ -169,6 +179,11 @@ def bench(name, repeats, rounds):
                          "tokens_per_s_min": round(min(per_round[label]), 1),
                          "tokens_per_s_max": round(max(per_round[label]), 1),
                          "tokens_per_s_per_round": [round(v, 1) for v in per_round[label]]}
+        result[label]["peak_added_bytes"] = round(statistics.median(peaks[label])) if peaks[label] else None
+        result[label]["peak_added_mb"] = (round(statistics.median(peaks[label]) / 2**20, 1)
+                                          if peaks[label] else None)
+    memory = [ours / theirs for ours, theirs in zip(peaks["tinygpt"], peaks["hf-generate"]) if theirs > 0]
+    result["peak_added_ratio"] = _spread(memory, 3) if memory else None
     result["gemv_gb_per_s"] = _spread([b / 1e9 for b in per_round["bandwidth"]], 2)
     result["gemv_best_gb_per_s"] = _spread([b / 1e9 for b in per_round["bandwidth_best"]], 2)
     result["bound_tokens_per_s"] = _spread(per_round["bound"], 1)
@@ -203,6 +218,12 @@ def print_table(results):
               f"{of_bound:>24} {of_best:>22} {str(r['same_tokens']):>12}")
     print("(GEMV GB/s and the bound: the median call of those timed around each generation; "
           "the last fraction uses the fastest call)")
+    for r in results:
+        if r["peak_added_ratio"] is not None:
+            memory = r["peak_added_ratio"]
+            print(f"{r['config']}: a generation adds {r['tinygpt']['peak_added_mb']:.1f} MB of resident memory at its "
+                  f"peak in tinygpt, {r['hf-generate']['peak_added_mb']:.1f} MB in Hugging Face's (tinygpt / HF "
+                  f"{memory['median']:.2f}, {memory['min']:.2f}-{memory['max']:.2f})")
     print()
     for r in results:
         print(json.dumps(r))

@@ -24,9 +24,10 @@ pinned to the same first cores (see threads.py).
 
 Read back: tinygpt's best val loss from its run folder (the eval lines of log.jsonl,
 checked against latest/state.json), the PyTorch trainer's from the JSON line it prints.
-Printed: wall seconds and best val loss of every run, the medians, and the ratio of
-wall times tinygpt / PyTorch (the median of the per-pair ratios, with their min-max);
-then one JSON line.
+Printed: wall seconds, best val loss and peak resident memory of every run (the process's
+high-water mark, from the kernel when it exits: interpreter and libraries included), the
+medians, and the ratios tinygpt / PyTorch of wall time and of peak memory (the median of the
+per-pair ratios, with their min-max); then one JSON line.
 """
 from __future__ import annotations
 
@@ -79,28 +80,39 @@ def tinygpt_best_val(out: Path) -> float:
 
 
 def run_process(label, command, log_path):
-    """Run ``command`` to its end; (wall seconds, stdout). Its output is kept in ``log_path``."""
+    """Run ``command`` to its end; (wall seconds, stdout, peak resident bytes). Its output is
+    kept in ``log_path``. The peak is the process's own high-water mark of resident memory,
+    as the kernel reports it when the process is reaped (wait4's ru_maxrss): everything the
+    user's machine had to hold for it, interpreter and libraries included."""
+    stdout_path, stderr_path = log_path.with_suffix(".stdout"), log_path.with_suffix(".stderr")
     t0 = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ))
+    with open(stdout_path, "w") as out, open(stderr_path, "w") as err:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err, text=True, env=dict(os.environ))
+        _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - t0
-    log_path.write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
-    if result.returncode != 0:
-        raise RuntimeError(f"{label} failed (exit {result.returncode}); its output is in {log_path}:\n"
-                           f"{result.stderr[-3000:]}")
-    return seconds, result.stdout
+    process.returncode = os.waitstatus_to_exitcode(status)
+    peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)   # bytes on macOS, KiB on Linux
+    stdout, stderr = stdout_path.read_text(), stderr_path.read_text()
+    log_path.write_text(stdout + "\n--- stderr ---\n" + stderr)
+    stdout_path.unlink()
+    stderr_path.unlink()
+    if process.returncode != 0:
+        raise RuntimeError(f"{label} failed (exit {process.returncode}); its output is in {log_path}:\n"
+                           f"{stderr[-3000:]}")
+    return seconds, stdout, peak
 
 
 def run_one(framework, folder: Path, args):
     out = folder / "run"
     if framework == "tinygpt":
-        seconds, _ = run_process("tinygpt train", tinygpt_command(out, args.max_iters, args.eval_interval),
-                                 folder / "output.txt")
+        seconds, _, peak = run_process("tinygpt train", tinygpt_command(out, args.max_iters, args.eval_interval),
+                                       folder / "output.txt")
         best = tinygpt_best_val(out)
     else:
-        seconds, stdout = run_process("torch_trainer.py", torch_command(out, args.max_iters, args.eval_interval,
-                                                                        args.threads), folder / "output.txt")
+        seconds, stdout, peak = run_process("torch_trainer.py", torch_command(out, args.max_iters, args.eval_interval,
+                                                                              args.threads), folder / "output.txt")
         best = json.loads(stdout.strip().splitlines()[-1])["best_val_loss"]
-    return {"wall_s": round(seconds, 2), "best_val_loss": round(best, 4)}
+    return {"wall_s": round(seconds, 2), "best_val_loss": round(best, 4), "peak_mb": round(peak / 2**20, 1)}
 
 
 def main():
@@ -129,26 +141,34 @@ def main():
                 print(f"pair {pair + 1}/{args.pairs}: {fw} ...", flush=True)
                 result = run_one(fw, folder, args)
                 runs[fw].append(result)
-                print(f"  {fw}: {result['wall_s']:.1f} s, best val loss {result['best_val_loss']:.4f}", flush=True)
+                print(f"  {fw}: {result['wall_s']:.1f} s, best val loss {result['best_val_loss']:.4f}, "
+                      f"peak {result['peak_mb']:.0f} MB", flush=True)
     finally:
         if not args.out_dir:
             shutil.rmtree(root, ignore_errors=True)
 
     ratios = [ours["wall_s"] / theirs["wall_s"] for ours, theirs in zip(runs["tinygpt"], runs["torch"])]
+    memory = [ours["peak_mb"] / theirs["peak_mb"] for ours, theirs in zip(runs["tinygpt"], runs["torch"])]
     report = {"recipe": "shakespeare-char", "max_iters": args.max_iters, "eval_interval": args.eval_interval,
               "pairs": args.pairs, "threads": args.threads,
               "time_ratio": round(statistics.median(ratios), 3),
-              "time_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]}
+              "time_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+              "peak_memory_ratio": round(statistics.median(memory), 3),
+              "peak_memory_ratio_range": [round(min(memory), 3), round(max(memory), 3)]}
     for fw, results in runs.items():
         report[fw] = {"wall_s_median": round(statistics.median(r["wall_s"] for r in results), 2),
                       "best_val_loss_median": round(statistics.median(r["best_val_loss"] for r in results), 4),
+                      "peak_mb_median": round(statistics.median(r["peak_mb"] for r in results), 1),
                       "runs": results}
-    print(f"\n{'':8} {'wall s (median)':>16} {'best val loss (median)':>23}")
+    print(f"\n{'':8} {'wall s (median)':>16} {'best val loss (median)':>23} {'peak MB (median)':>17}")
     for fw in runs:
-        print(f"{fw:8} {report[fw]['wall_s_median']:>16.1f} {report[fw]['best_val_loss_median']:>23.4f}")
+        print(f"{fw:8} {report[fw]['wall_s_median']:>16.1f} {report[fw]['best_val_loss_median']:>23.4f} "
+              f"{report[fw]['peak_mb_median']:>17.0f}")
     low, high = report["time_ratio_range"]
     print(f"wall time tinygpt / PyTorch: {report['time_ratio']:.2f} ({low:.2f}-{high:.2f} over {args.pairs} "
-          f"pair{'s' if args.pairs > 1 else ''}), {args.threads} threads each\n")
+          f"pair{'s' if args.pairs > 1 else ''}), {args.threads} threads each")
+    low, high = report["peak_memory_ratio_range"]
+    print(f"peak resident memory tinygpt / PyTorch: {report['peak_memory_ratio']:.2f} ({low:.2f}-{high:.2f})\n")
     print(json.dumps(report))
 
 
