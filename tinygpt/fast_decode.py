@@ -226,6 +226,8 @@ class CompiledDecoder:
 
     def step(self, token: int) -> np.ndarray:
         pos = self.cache.length
+        if pos >= self.k_caches[0].shape[2]:   # the compiled loop does not check: it would write past the arrays
+            raise ValueError(f"the KV cache holds {pos} positions, all used: no room for another token")
         logits = np.empty(self.wte.shape[0], np.float32)
         decode_token(int(token), pos, self.wte, self.wpe, self.mats, self.vecs, self.k_caches, self.v_caches,
                      self.has_bias, self.eps, self.parts, logits)

@@ -140,9 +140,10 @@ def _start_ids(model, prompt):
     return ids
 
 
-def _prefill(model, ids):
-    """A new KV cache holding ``ids``, and the logits (V,) of their last position."""
-    cache = KVCache(model.config, batch=1, dtype=model.transformer.wte.weight.dtype)
+def _prefill(model, ids, capacity):
+    """A new KV cache of ``capacity`` positions holding ``ids``, and the logits (V,) of their
+    last position."""
+    cache = KVCache(model.config, batch=1, dtype=model.transformer.wte.weight.dtype, capacity=capacity)
     logits, _ = model(ids, cache=cache, last_only=True)
     return cache, backend.to_numpy(logits.data[0, -1])
 
@@ -180,7 +181,9 @@ def generate_ids(model, prompt, max_new_tokens=100, temperature=0.8, top_k=None,
         with no_grad():
             cache = step = None
             if use_cache:
-                cache, row = _prefill(model, ids)
+                # the cache holds the prompt and every new token but the last, unless the window
+                # slides first: no more positions than that (pages of memory are touched as written)
+                cache, row = _prefill(model, ids, min(block, len(ids) + max(max_new_tokens - 1, 0)))
                 step = compiled_step(model, cache)
             for i in range(max_new_tokens):
                 if not use_cache:
@@ -199,7 +202,7 @@ def generate_ids(model, prompt, max_new_tokens=100, temperature=0.8, top_k=None,
                     return
                 if use_cache:
                     if cache.length >= block:   # the window slides: rebuild from the last block tokens
-                        cache, row = _prefill(model, ids[-block:])
+                        cache, row = _prefill(model, ids[-block:], block)
                         step = compiled_step(model, cache)
                     elif step is not None:
                         row = step(nxt)

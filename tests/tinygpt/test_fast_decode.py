@@ -107,6 +107,19 @@ def test_the_compiled_step_is_only_taken_where_it_applies(monkeypatch):
     assert compiled_step(model, KVCache(model.config, 1, dtype="float64")) is None
 
 
+def test_a_full_cache_is_refused_rather_than_written_past():
+    model = model_of()
+    cache = KVCache(model.config, 1, capacity=3)
+    with no_grad():
+        model([[1, 2]], cache=cache, last_only=True)
+    step = compiled_step(model, cache)
+    step(3)                                                   # the third position: fits
+    assert cache.length == 3
+    with pytest.raises(ValueError, match="holds 3 positions, all used"):
+        step(4)
+    assert cache.length == 3
+
+
 PROBE = """
 import numpy as np
 from tinygpt.fast_decode import attend_one

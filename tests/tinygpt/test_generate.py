@@ -26,6 +26,42 @@ def test_greedy_output_is_identical_with_and_without_the_kv_cache(new_tokens):
     assert len(cached) == new_tokens and cached == plain
 
 
+@pytest.mark.parametrize("fast", [True, False])               # the compiled step, and the model's forward
+@pytest.mark.parametrize("new_tokens", [1, 2, 8, 9, 10])       # the cache full at the last token, or sliding
+def test_the_cache_holds_only_the_positions_the_generation_uses(monkeypatch, fast, new_tokens):
+    from tinygpt import generate
+    monkeypatch.setattr(backend, "fast_kernels", lambda: fast)
+    model = char_model()                                        # context 16
+    prompt = model.tokenizer.encode("hear me ")                 # 8 tokens
+    made = []
+
+    class Recorded(generate.KVCache):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self.layers[0].k.shape[2])
+    monkeypatch.setattr(generate, "KVCache", Recorded)
+    cached = list(generate_ids(model, prompt, new_tokens, temperature=0, use_cache=True))
+    plain = list(generate_ids(model, prompt, new_tokens, temperature=0, use_cache=False))
+    assert cached == plain and len(cached) == new_tokens
+    # the prompt and every new token but the last are fed to the model
+    assert made[0] == min(16, 8 + new_tokens - 1)
+    assert all(capacity == 16 for capacity in made[1:])         # rebuilt when the window slides
+
+
+def test_a_kv_cache_refuses_a_capacity_outside_the_context_and_positions_beyond_its_own():
+    from autograd import Tensor
+    from tinygpt.model import KVCache
+    model = char_model()
+    for capacity in (0, 17):
+        with pytest.raises(ValueError, match="1 to 16 positions"):
+            KVCache(model.config, 1, capacity=capacity)
+    layer = KVCache(model.config, 1, capacity=3).layers[0]
+    kv = Tensor.wrap(np.zeros((1, 2, 2, 8), np.float32))
+    layer.extend(kv, kv)
+    with pytest.raises(ValueError, match="holds 3 positions; 2 are used and 2 more do not fit"):
+        layer.extend(kv, kv)
+
+
 def test_sampled_output_is_identical_with_and_without_the_kv_cache_for_a_seed():
     model = char_model()
     a = list(generate_ids(model, "we ", 30, temperature=1.0, top_k=5, seed=4, use_cache=True))
