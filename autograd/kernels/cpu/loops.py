@@ -362,3 +362,40 @@ def softmax_xent_rows_f32(z, targets, row_scale, losses, write_grad):
             for j in range(vocab):
                 row[j] *= scale
             row[targets[i]] -= row_scale[i, 0]            # - onehot(t_i) / n
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def _exp_sum(segment, m):
+    """sum_j exp(segment[j] - m), for segment <= m, in float32 SIMD lanes; reads only."""
+    total = np.float32(0.0)
+    for j in range(segment.shape[0]):
+        total += exp_nonpositive_f32(segment[j] - m)
+    return total
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def logsumexp_columns_f32(z, first, targets, m, s, picked):
+    """One chunk of columns [first, first + width) of float32 logits z (rows, width),
+    C-contiguous, folded into each row's running logsumexp (linear_cross_entropy's head
+    without gradients). Over the columns seen so far, m_i is the largest logit and s_i =
+    sum_j exp(z_ij - m_i) (float64 arrays; m starts at -inf, s at 0). A chunk with a larger
+    maximum m'_i rescales the sum before adding to it:
+        s_i <- s_i exp(m_i - m'_i) + sum_{j in chunk} exp(z_ij - m'_i),   m_i <- m'_i
+    so that after the last chunk lse_i = m_i + log s_i, every exp having a non-positive
+    argument (the online softmax normaliser of Milakov and Gimelshein, 2018). picked_i gets
+    z_{i, t_i} from the chunk that holds column t_i. z is only read."""
+    rows, width = z.shape
+    for i in range(rows):
+        row = z[i]
+        k = targets[i] - first
+        if k >= 0 and k < width:
+            picked[i] = row[k]
+        top = _row_max(row)
+        if top > m[i]:
+            s[i] *= math.exp(m[i] - top)                   # exp(-inf) = 0 for the first chunk
+            m[i] = top
+        shift = np.float32(m[i])                           # a float32 logit: exact
+        total = 0.0
+        for start in range(0, width, SUM_BLOCK):
+            total += _exp_sum(row[start:start + SUM_BLOCK], shift)
+        s[i] += total

@@ -173,3 +173,73 @@ def test_a_nan_logit_makes_the_compiled_loss_nan():
     losses = np.empty(2)
     loops.softmax_xent_rows_f32(z, np.array([1, 1]), np.full((2, 1), 0.5, np.float32), losses, True)
     assert np.isnan(losses[0]) and losses[1] == pytest.approx(np.log(100))
+
+
+def _compiled_loops_or_skip():
+    from autograd.kernels import cpu
+    loops = cpu.compiled()
+    if loops is None:
+        pytest.skip("numba is not installed: the compiled loops are not in use")
+    return loops
+
+
+def _logits_growing_by_column(rows, vocab, channels, seed):
+    """float32 x, W whose logits grow from column to column, so that most rows find a larger
+    maximum in each later chunk (the running sum must be rescaled), and a row whose largest
+    logit is in column 0 (it must not be)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, channels)).astype(np.float32)
+    x[:, 0] = np.abs(x[:, 0]) + 1.0                                     # > 0: column j's logit grows with j
+    w = (rng.standard_normal((vocab, channels)) * 0.5).astype(np.float32)
+    w[:, 0] = np.linspace(0.0, 12.0, vocab)
+    x[5], w[0] = 0.0, 0.0
+    x[5, 1], w[0, 1] = 30.0, 1.0                                        # row 5: column 0 holds its max
+    return x, w
+
+
+@pytest.mark.parametrize("width", [1, 7, 16, 50])                       # 50: the whole vocabulary at once
+def test_the_compiled_columns_logsumexp_equals_float64_row_by_row(width):
+    loops = _compiled_loops_or_skip()
+    rows, vocab = 37, 50
+    x, w = _logits_growing_by_column(rows, vocab, 6, seed=width)
+    targets = np.random.default_rng(1).integers(0, vocab, rows)
+    targets[:4] = [0, 49, width - 1, min(width, 49)]                    # the first, the last, a chunk's edges
+    m, s, picked = np.full(rows, -np.inf), np.zeros(rows), np.zeros(rows)
+    chunks = [np.ascontiguousarray(x @ w[a:a + width].T) for a in range(0, vocab, width)]   # (rows, <= width)
+    for a, z in zip(range(0, vocab, width), chunks):
+        loops.logsumexp_columns_f32(z, a, targets, m, s, picked)
+    z64 = np.concatenate(chunks, axis=1).astype(np.float64)             # the same float32 logits, in float64
+    top = z64.max(axis=1)
+    lse = top + np.log(np.exp(z64 - top[:, None]).sum(axis=1))
+    np.testing.assert_array_equal(m, top)                               # a max is exact
+    np.testing.assert_array_equal(picked, z64[np.arange(rows), targets])
+    # float32 exp within 4e-7 (test_fast_bodies.py) and float32 partial sums: the log of the
+    # sum within a few 1e-7 relative, and lse_i is at least 1 here
+    np.testing.assert_allclose(m + np.log(s), lse, rtol=1e-6)
+
+
+@pytest.mark.parametrize("width,block_rows", [(1, 300), (7, 300), (7, 130), (16, 130), (50, 300)])
+def test_without_gradients_float32_logits_by_chunks_of_columns_equal_the_reference(monkeypatch, width, block_rows):
+    _compiled_loops_or_skip()
+    x, w = _logits_growing_by_column(300, 50, 6, seed=3)
+    targets = np.random.default_rng(2).integers(0, 50, 300)
+    targets[[4, 200, 299]] = -1                                         # ignored rows, one in the last block
+    ref = F.linear_cross_entropy(Tensor(x), Tensor(w), targets).data    # with gradients: P in one product
+    calls = []
+    columns = lce._losses_by_columns
+    monkeypatch.setattr(lce, "_losses_by_columns", lambda *args: (calls.append(1), columns(*args)))
+    monkeypatch.setattr(lce, "COLUMN_BLOCK_ROWS", block_rows)           # 130: blocks of 130, 130 and 40 rows
+    monkeypatch.setattr(lce, "COLUMN_CHUNK_ELEMENTS", width * block_rows)
+    monkeypatch.setattr(backend, "host_threads", lambda: 2)             # a block of >= 128 rows: 2 threads
+    with no_grad():
+        evaluated = F.linear_cross_entropy(Tensor(x), Tensor(w), targets).data
+    assert calls, "the column path did not run"
+    # float32 both ways: the sums and exp in another order, 1e-5 relative (the fast bodies' bar)
+    np.testing.assert_allclose(evaluated, ref, rtol=1e-5)
+    backend.use_fast_kernels(False)
+    try:
+        with no_grad():
+            reference_body = F.linear_cross_entropy(Tensor(x), Tensor(w), targets).data
+    finally:
+        backend.use_fast_kernels(True)
+    np.testing.assert_allclose(evaluated, reference_body, rtol=1e-5)
