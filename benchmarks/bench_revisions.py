@@ -19,7 +19,9 @@ tree with its defaults (the default run: 300 steps, evaluations at 0, 100, 200 a
 into a temporary run folder: what a user of the command waits for. Each tree first makes
 one untimed two-step run, so that numba's compiled loops are cached for both alike. Read
 back from each run's log.jsonl: its time from start to the last evaluation, and the median
-of its steps' times (``dt``, a step from batch to update); and the process's wall time.
+of its steps' times (``dt``, a step from batch to update); the time outside its steps
+(evaluations, samples, checkpoints: the first minus the sum of the steps); and the
+process's wall time.
 Printed per pair and as median (min-max): the speed-up in steps per second by the run's own
 time, by the median step and by the wall time.
 
@@ -130,8 +132,10 @@ def run_whole(root: Path, out: Path, extra=()) -> dict:
     evals = [row for row in rows if row.get("kind") == "eval"]
     if not steps or not evals:
         raise SystemExit(f"bench_revisions: {out}/log.jsonl has no steps or no evaluation")
+    # outside_s: the run's time not spent in its steps (evaluations, samples, checkpoints)
     return {"wall_s": wall, "run_s": evals[-1]["time"], "steps": len(steps),
-            "step_ms": statistics.median(steps) * 1e3, "val_loss": evals[-1]["val_loss"]}
+            "step_ms": statistics.median(steps) * 1e3, "outside_s": evals[-1]["time"] - sum(steps),
+            "val_loss": evals[-1]["val_loss"]}
 
 
 def whole_runs(base: Path, new: Path, args, tmp: Path) -> None:
@@ -145,13 +149,14 @@ def whole_runs(base: Path, new: Path, args, tmp: Path) -> None:
             runs[name].append(run_whole(root, tmp / f"{name}-{i}", shlex.split(args.train_args)))
         b, n = runs["base"][-1], runs["new"][-1]
         print(f"  pair {i + 1}/{args.pairs}: base {b['steps']} steps in {b['run_s']:.1f} s (median step "
-              f"{b['step_ms']:.1f} ms, wall {b['wall_s']:.1f} s, val {b['val_loss']:.4f}); new {n['run_s']:.1f} s "
-              f"({n['step_ms']:.1f} ms, wall {n['wall_s']:.1f} s, val {n['val_loss']:.4f}); speed-up "
+              f"{b['step_ms']:.1f} ms, {b['outside_s']:.1f} s outside the steps, wall {b['wall_s']:.1f} s, val "
+              f"{b['val_loss']:.4f}); new {n['run_s']:.1f} s ({n['step_ms']:.1f} ms, {n['outside_s']:.1f} s, wall "
+              f"{n['wall_s']:.1f} s, val {n['val_loss']:.4f}); speed-up "
               f"{b['run_s'] / n['run_s']:.3f} by the run, {b['step_ms'] / n['step_ms']:.3f} by the median step",
               flush=True)
     report = {"mode": "whole-run", "base": args.base, "new": args.new or "working tree", "threads": THREADS,
               "pairs": args.pairs, "train_args": args.train_args}
-    for key, digits in (("run_s", 1), ("step_ms", 1), ("wall_s", 1), ("val_loss", 4)):
+    for key, digits in (("run_s", 1), ("step_ms", 1), ("outside_s", 1), ("wall_s", 1), ("val_loss", 4)):
         report[key] = {name: _spread([r[key] for r in runs[name]], digits) for name in runs}
     for key in ("run_s", "step_ms", "wall_s"):
         ratios = [b[key] / n[key] for b, n in zip(runs["base"], runs["new"])]

@@ -177,5 +177,7 @@ def test_bench_revisions_whole_runs_time_the_tinygpt_command_of_each_tree():
     assert len(report["speedup_by_run_s_per_pair"]) == 1
     for tree in ("base", "new"):
         assert 0 < report["step_ms"][tree]["median"] and report["run_s"][tree]["median"] < report["wall_s"][tree]["median"]
+        # two evaluations of one batch each, a sample and a checkpoint: some time, less than the run
+        assert 0 < report["outside_s"][tree]["median"] < report["run_s"][tree]["median"]
         assert report["val_loss"][tree]["median"] > 0
     assert "base 3 steps in" in result.stdout
