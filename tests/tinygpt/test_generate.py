@@ -4,7 +4,7 @@ import pytest
 
 from autograd import backend
 from tinygpt import GPT2, GPTConfig, TinyGPTError
-from tinygpt.generate import generate_ids, generate_text, next_token_distribution
+from tinygpt.generate import draw, generate_ids, generate_text, next_token_distribution
 from tinygpt.tokenizer import CharTokenizer
 
 TEXT = "first citizen: before we proceed any further, hear me speak.\n"
@@ -240,3 +240,43 @@ def test_the_command_line_and_the_chat_refuse_a_sampling_setting_by_the_one_rule
     chat.command(f"{chat_command} {value}")
     assert f"bad value {value!r} for {chat_command}: {setting} {rule}" in out.getvalue()
     assert (chat.temperature, chat.top_p, chat.max_new_tokens) == (0.8, None, 150)   # unchanged
+
+
+def test_a_drawn_id_follows_the_distribution():
+    probs = np.array([0.5, 0.0, 0.2, 0.3, 0.0])
+    rng = np.random.default_rng(0)
+    counts = np.bincount([draw(probs, rng) for _ in range(20000)], minlength=5)
+    assert counts[1] == counts[4] == 0                                   # a cut token is never drawn
+    # 20000 draws: each frequency within 4 standard deviations, sqrt(p(1-p)/n) <= 0.0036
+    np.testing.assert_allclose(counts / 20000, probs, atol=4 * 0.0036)
+    assert draw(np.array([0.0, 0.0, 1.0]), rng) == 2
+
+
+class FixedUniform:
+    """A generator whose uniform draws are the value given."""
+    def __init__(self, u):
+        self.u = u
+
+    def random(self):
+        return self.u
+
+
+def test_draw_at_the_ends_of_the_uniforms_range():
+    # u = 0 must pass over the cut tokens in front
+    assert draw(np.array([0.0, 0.0, 0.25, 0.75]), FixedUniform(0.0)) == 2
+    # ten 0.1s add up to 1 - 2^-53 in float64, the largest uniform there is: still the last id
+    largest_below_one = np.nextafter(1.0, 0.0)
+    assert np.cumsum(np.full(10, 0.1))[-1] == largest_below_one
+    assert draw(np.full(10, 0.1), FixedUniform(largest_below_one)) == 9
+
+
+@pytest.mark.parametrize("top_k,top_p", [(None, None), (1, None), (40, None), (None, 0.9)])
+def test_draw_gives_the_ids_numpys_choice_gives_for_the_same_seed(top_k, top_p):
+    """The same tokens for a seed as before draw replaced rng.choice (which makes the same
+    steps), and the generator left in the same state."""
+    row = np.random.default_rng(7).standard_normal(50257) * 3
+    probs = next_token_distribution(row, 0.8, top_k, top_p)
+    for seed in range(300):
+        ours, numpys = np.random.default_rng(seed), np.random.default_rng(seed)
+        assert [draw(probs, ours) for _ in range(3)] == [int(numpys.choice(probs.size, p=probs)) for _ in range(3)]
+        assert ours.random() == numpys.random()
