@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -86,9 +87,25 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, explicit=None, out_stream=None):
         self.explicit = explicit_fields(cfg) if explicit is None else set(explicit)
         self.cfg = cfg
-        self.print = out_stream or _tqdm_print
+        self._write = out_stream or _tqdm_print
+        self._output_closed = False
+        self.print = self._print
         self._stop_requested = False
         self.world = dist.LocalWorld()   # run() replaces it with the MPI world under mpiexec
+
+    def _print(self, message):
+        """Show a line. When its reader has gone (``tinygpt train | head``, and head has
+        exited), the run stops as at a first Ctrl-C: the step finishes and the run saves,
+        where the closed pipe's error used to end it at its next line, before its
+        checkpoint, with exit status 0. Standard output then goes to os.devnull."""
+        if self._output_closed:
+            return
+        try:
+            self._write(message)
+        except BrokenPipeError:
+            self._output_closed = self._stop_requested = True
+            _stdout_to_devnull()
+            sys.stderr.write("tinygpt train: the output was closed: finishing this step and saving\n")
 
     def run(self):
         self.world = dist.init(self.cfg.bucket_mb)
@@ -144,8 +161,12 @@ class Trainer:
                     raise   # the ranks are at different points: abort_on_error ends them all
         if interrupted and self._stop_requested:
             self.save()
-            self.print(f"interrupted at step {self.step}: saved {self.out / 'latest'}; "
+            message = (f"interrupted at step {self.step}: saved {self.out / 'latest'}; "
                        f"continue with: tinygpt train --resume --out {self.out}")
+            if self._output_closed:
+                sys.stderr.write(message + "\n")
+            else:
+                self.print(message)
         elif not interrupted:
             self.report.plot(wait=True)
         return {"step": self.step, "train_loss": losses.get("train"), "val_loss": losses.get("val"),
@@ -538,6 +559,17 @@ def _progress(cfg, start):
         return _ProgressLines(cfg.max_iters, start, sys.stderr)
     from tqdm import tqdm
     return tqdm(total=cfg.max_iters, initial=start, unit="step", dynamic_ncols=True, leave=True)
+
+
+def _stdout_to_devnull():
+    """Point standard output at os.devnull: what is written to it later, and Python's flush of
+    it at exit, no longer meet the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):   # no file descriptor (output captured in Python)
+        sys.stdout = open(os.devnull, "w")
 
 
 def _tqdm_print(message):

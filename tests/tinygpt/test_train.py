@@ -314,3 +314,30 @@ def test_profile_prints_where_a_step_goes_and_writes_nothing(corpus, tmp_path):
         assert fwd > 0 and bwd > 0 and abs(fwd + bwd - total) <= 0.011   # printed to 0.01 ms
     assert float(rows["the rest: the tape, Python, batches"].split()[-2]) >= 0
     assert not out.exists()                          # nothing written
+
+
+def test_a_closed_output_pipe_stops_the_run_and_saves(corpus, tmp_path):
+    """tinygpt train | head: once head has exited, the run finishes its step and saves, as at
+    a Ctrl-C, and says so on stderr, without a traceback."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tinygpt", "train", "--data", str(corpus), "--out", str(out), "--preset", "tiny",
+           "--tokenizer", "char", "--block-size", "16", "--batch-size", "4", "--max-iters", "100000",
+           "--eval-interval", "3", "--eval-iters", "1", "--sample-tokens", "0", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ))
+    assert proc.stdout.readline().startswith("training ")    # the banner; then the reader goes away
+    proc.stdout.close()
+    try:
+        stderr = proc.stderr.read()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    assert "the output was closed: finishing this step and saving" in stderr
+    assert "interrupted at step" in stderr and "--resume" in stderr
+    state = json.loads((out / "latest" / "state.json").read_text())
+    assert 1 <= state["step"] < 100000
+    log_steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()
+                 if '"train"' in line]
+    assert log_steps[-1] == state["step"]                   # saved where the run stopped
