@@ -522,3 +522,35 @@ def test_the_engine_imports_and_runs_without_numba():
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "ImportError:" in out.stdout and "pip install" in out.stdout and "numba-cuda" in out.stdout, out.stdout
+
+
+def test_every_kernel_caches_under_the_hash_of_the_files_it_compiles_in(tmp_path):
+    """numba keys a cached kernel on its own file only; the kernels also compile in
+    launch.py's constants and reductions.py's device functions, so their cache folder is
+    named after those two files' contents (launch.cached_kernel). Checked where the cache
+    lives, in a process with the simulator off (which never caches): no GPU is needed to
+    make the dispatchers, only to compile them."""
+    folder = Path(__file__).resolve().parents[2] / "autograd" / "kernels" / "cuda"
+    import hashlib
+    digest = hashlib.sha256((folder / "launch.py").read_bytes() + (folder / "reductions.py").read_bytes())
+    code = (
+        "import importlib, json\n"
+        "paths = {}\n"
+        "for name in ('adamw', 'attention', 'cross_entropy', 'embedding', 'flash_attention', 'gelu', 'layernorm'):\n"
+        "    module = importlib.import_module('autograd.kernels.cuda.' + name)\n"
+        "    for attr, value in vars(module).items():\n"
+        "        if type(value).__name__ == 'CUDADispatcher' and not value.targetoptions.get('device'):\n"
+        "            paths[name + '.' + attr] = value._cache._cache_path\n"
+        "print(json.dumps(paths))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+    paths = json.loads(out.stdout.splitlines()[-1])
+    assert len(paths) == 12, sorted(paths)          # every kernel (device functions have no cache of their own)
+    expected = tmp_path / f"shared-{digest.hexdigest()[:16]}"
+    for kernel, path in paths.items():
+        assert Path(path).parent == expected, (kernel, path)

@@ -25,7 +25,9 @@ block-wide sum and max the row kernels share.
 The kernel modules import numba, so each launcher imports its module when it is first
 called: importing autograd never imports numba. numba compiles a kernel on its first
 launch for each dtype (a second or so), then reuses it, and keeps the compiled code on disk
-(``cache=True``: in __pycache__ beside the source, or numba's cache folder) for the next run. ``kernel[blocks, threads](...)``
+(``launch.cached_kernel``: in __pycache__ beside the source, or numba's cache folder, in a
+folder named after the contents of launch.py and reductions.py, which every kernel compiles
+in) for the next run. ``kernel[blocks, threads](...)``
 launches ``blocks`` blocks of ``threads`` threads each.
 
 Without a GPU, the same kernels run in numba's CUDA simulator on NumPy arrays

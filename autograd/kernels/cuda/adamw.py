@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import math
 
-from .launch import numba_cuda
+from .launch import cached_kernel, numba_cuda
 
 cuda = numba_cuda()
 
 
-@cuda.jit(cache=True)
+@cached_kernel
 def step(p, g, m, v, keep, one_minus_beta1, beta2, one_minus_beta2, eps, step_size, bc2_sqrt):
     """p, g, m, v (n,); keep = 1 - lr decay; the rest as in the module docstring."""
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):

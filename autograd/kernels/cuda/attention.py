@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 
-from .launch import MAX_THREADS, numba_cuda
+from .launch import MAX_THREADS, cached_kernel, numba_cuda
 from .reductions import block_max, block_sum
 
 cuda = numba_cuda()
 
 
-@cuda.jit(cache=True)
+@cached_kernel
 def causal_softmax_forward(S, Tq, scale):
     """In place, S (rows, Tk):  P[i, j] = exp(scale S[i, j] - m_i) / sum_{l <= last} exp(scale S[i, l] - m_i)
     for j <= last, P[i, j] = 0 for j > last, with m_i = max_{j <= last} scale S[i, j]."""
@@ -41,7 +41,7 @@ def causal_softmax_forward(S, Tq, scale):
             S[r, j] = real(0)                  # the future: exactly zero
 
 
-@cuda.jit(cache=True)
+@cached_kernel
 def softmax_backward(P, dP, scale):
     """In place, P and dP (rows, Tk):  dS[i, j] = P[i, j] (dP[i, j] - sum_l dP[i, l] P[i, l]) * scale,
     written over dP (dS = 0 wherever P = 0: the masked keys send no gradient)."""

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 
-from .launch import MAX_THREADS, numba_cuda
+from .launch import MAX_THREADS, cached_kernel, numba_cuda
 from .reductions import block_max, block_sum
 
 cuda = numba_cuda()
 
 
-@cuda.jit(cache=True)
+@cached_kernel
 def softmax_xent_rows(z, targets, row_scale, write_grad, losses):
     """z (rows, V), targets (rows,) int64, row_scale (rows,), losses (rows,) float64."""
     real = z.dtype.type

@@ -10,12 +10,12 @@ so float32 results may differ between runs in the last bits.)
 """
 from __future__ import annotations
 
-from .launch import numba_cuda
+from .launch import cached_kernel, numba_cuda
 
 cuda = numba_cuda()
 
 
-@cuda.jit(cache=True)
+@cached_kernel
 def backward(ids, g, dW):
     """ids (N,) int64, g (N, C), dW (V, C) in place; one element k = n C + c per grid-stride step."""
     N, C = g.shape

@@ -32,7 +32,7 @@ import math
 
 from .launch import FLASH_HEAD_SIZE_MAX as HS_MAX   # the largest head size: each thread's local rows
 from .launch import FLASH_TILE as TILE              # rows of K and V (or of Q and dout) per shared tile
-from .launch import numba_cuda
+from .launch import cached_kernel, numba_cuda
 
 cuda = numba_cuda()
 
@@ -49,7 +49,7 @@ def load_tiles(A, B, As, Bs, bh, start, hs):
             Bs[r, c] = B[bh, start + r, c]
 
 
-@cuda.jit(cache=True)
+@cached_kernel
 def forward(Q, K, V, O, L, scale):
     """Q, O (BH, Tq, hs); K, V (BH, Tk, hs); L (BH, Tq). Block (bh, query tile); thread: a query."""
     Ks = cuda.shared.array((TILE, HS_MAX), Q.dtype)
@@ -89,7 +89,7 @@ def forward(Q, K, V, O, L, scale):
         L[bh, i] = m + math.log(l)
 
 
-@cuda.jit(cache=True)
+@cached_kernel
 def backward_dq(Q, K, V, dO, L, D, dQ, scale):
     """dQ (BH, Tq, hs): one thread per query, K and V streamed in tiles."""
     Ks = cuda.shared.array((TILE, HS_MAX), Q.dtype)
@@ -128,7 +128,7 @@ def backward_dq(Q, K, V, dO, L, D, dQ, scale):
             dQ[bh, i, c] = dq[c] * scale
 
 
-@cuda.jit(cache=True)
+@cached_kernel
 def backward_dkdv(Q, K, V, dO, L, D, dK, dV, scale):
     """dK, dV (BH, Tk, hs): one thread per key, Q, dout, L and D streamed in tiles."""
     Qs = cuda.shared.array((TILE, HS_MAX), Q.dtype)

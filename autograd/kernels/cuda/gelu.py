@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .launch import numba_cuda
+from .launch import cached_kernel, numba_cuda
 
 cuda = numba_cuda()
 
@@ -17,7 +17,7 @@ K = math.sqrt(2.0 / math.pi)   # k (the same constants as autograd/kernels/gelu.
 C = 0.044715                   # c  the tests compare the two kernels)
 
 
-@cuda.jit(cache=True)
+@cached_kernel
 def forward(x, y, t):
     """x (n,) -> y (n,) and t = tanh(u) (n,), kept for the backward."""
     real = x.dtype.type
@@ -29,7 +29,7 @@ def forward(x, y, t):
         y[i] = real(0.5) * v * (real(1) + th)
 
 
-@cuda.jit(cache=True)
+@cached_kernel
 def backward(g, x, t, dx):
     """g = dL/dy, x, t (n,) -> dx (n,):
         du/dx = k (1 + 3 c x^2)

@@ -24,7 +24,10 @@ blocks; the simulator costs milliseconds per simulated thread and wants a handfu
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from ... import backend
 
@@ -32,7 +35,9 @@ MAX_THREADS = 1024   # CUDA's limit of threads per block: the length of the shar
 FLASH_TILE = 16      # flash attention: rows of the streamed side per shared-memory tile
 FLASH_HEAD_SIZE_MAX = 128   # flash attention: the largest head size (each thread's rows are this long)
 
-_numba = {"cuda": None, "simulated": False}
+_numba = {"cuda": None, "simulated": False, "config": None}
+HERE = Path(__file__).parent
+SHARED_FILES = ("launch.py", "reductions.py")   # compiled into the kernels of the other files
 
 
 def numba_cuda():
@@ -54,6 +59,7 @@ def numba_cuda():
                 'install it next to CuPy: pip install "numba-cuda[cu12]" (or "numba-cuda[cu13]" for CUDA 13)'
             ) from exc
         config = getattr(cuda, "config", numba.config)   # numba-cuda's settings (older numba: numba.config)
+        _numba["config"] = config
         _numba["simulated"] = bool(config.ENABLE_CUDASIM)
         if not _numba["simulated"]:
             # CuPy hands its arrays to numba through __cuda_array_interface__, which names the
@@ -68,6 +74,42 @@ def numba_cuda():
             config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
         _numba["cuda"] = cuda
     return _numba["cuda"]
+
+
+def shared_source_hash(folder=HERE) -> str | None:
+    """The first 16 hex digits of the SHA-256 of SHARED_FILES' contents in ``folder``; None
+    where they cannot be read (a zipped install)."""
+    digest = hashlib.sha256()
+    try:
+        for name in SHARED_FILES:
+            digest.update((Path(folder) / name).read_bytes())
+    except OSError:
+        return None
+    return digest.hexdigest()[:16]
+
+
+def cached_kernel(fn):
+    """``numba.cuda.jit(cache=True)(fn)``, its cache in a folder named after the contents of
+    this file and reductions.py. numba keys a cached kernel on its own source file only, and
+    compiles into it the device functions it calls (reductions.py's block_sum) and the
+    constants it reads (MAX_THREADS, FLASH_TILE): after one of those changed, a kernel in
+    another file would go on loading its old machine code from the cache, while its launcher
+    used the new values (a flash-attention kernel built for one tile size, launched for
+    another). Under a folder ``shared-<hash>`` (below NUMBA_CACHE_DIR when that is set, else
+    in the __pycache__ beside the kernel), a change to either file compiles the kernels
+    afresh. The same as the CPU loops' ``cpu/loops.py njit_with_these_loops``."""
+    cuda = numba_cuda()
+    source_hash = shared_source_hash()
+    config = _numba["config"]
+    if source_hash is None or config is None:
+        return cuda.jit(cache=True)(fn)
+    saved = config.CACHE_DIR                   # numba picks a kernel's cache folder from it, once
+    root = saved or str(Path(fn.__code__.co_filename).parent / "__pycache__")
+    config.CACHE_DIR = os.path.join(root, f"shared-{source_hash}")
+    try:
+        return cuda.jit(cache=True)(fn)
+    finally:
+        config.CACHE_DIR = saved
 
 
 def simulated() -> bool:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 
-from .launch import MAX_THREADS, numba_cuda
+from .launch import MAX_THREADS, cached_kernel, numba_cuda
 from .reductions import block_sum
 
 cuda = numba_cuda()
 
 
-@cuda.jit(cache=True)
+@cached_kernel
 def forward(x, w, b, has_bias, eps, y, xhat, rstd):
     """x (N, C), w and b (C,) -> y, xhat (N, C) and rstd (N, 1), row n = blockIdx.x:
         mu     = (1/C) sum_i x_i
@@ -48,7 +48,7 @@ def forward(x, w, b, has_bias, eps, y, xhat, rstd):
         rstd[n, 0] = r
 
 
-@cuda.jit(cache=True)
+@cached_kernel
 def backward_dx(g, xhat, rstd, w, dx):
     """g = dL/dy, xhat (N, C), rstd (N, 1), w (C,) -> dx (N, C), row n = blockIdx.x:
         dxhat_i = g_i * w_i
