@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from autograd import BackendUnavailable, backend, no_grad, optim, profiler
+from autograd.kernels import linear_cross_entropy
 
 from . import dist
 from .checkpoint import clear_run, read_resume, refuse_to_replace, resumed_config, save_checkpoint
@@ -112,8 +113,11 @@ class Trainer:
         if not self.world.is_main:
             self.print = _silent
             dist.quiet_unless_main(self.world)
-        with self.world.abort_on_error():   # one process: exceptions go on up, unchanged
-            return self._profile() if self.cfg.profile else self._run()
+        try:
+            with self.world.abort_on_error():   # one process: exceptions go on up, unchanged
+                return self._profile() if self.cfg.profile else self._run()
+        finally:
+            linear_cross_entropy.release_buffers()   # the head's (N, V) buffer, kept between steps
 
     # ------------------------------------------------------------------ the loop
     def _run(self):

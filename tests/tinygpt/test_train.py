@@ -341,3 +341,19 @@ def test_a_closed_output_pipe_stops_the_run_and_saves(corpus, tmp_path):
     log_steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()
                  if '"train"' in line]
     assert log_steps[-1] == state["step"]                   # saved where the run stopped
+
+
+def test_the_heads_buffer_is_let_go_when_the_run_ends(corpus, tmp_path):
+    from autograd.kernels import linear_cross_entropy
+    seen = []
+    keep = linear_cross_entropy._probs_buffer
+    def watch(ctx, shape, dtype):                                  # the buffer the steps use
+        seen.append(keep(ctx, shape, dtype))
+        return seen[-1]
+    linear_cross_entropy._probs_buffer = watch
+    try:
+        Trainer(small_config(corpus, tmp_path / "run", max_iters=3), out_stream=lambda *_: None).run()
+    finally:
+        linear_cross_entropy._probs_buffer = keep
+    assert seen and seen[1] is seen[0]                             # kept from step to step during the run
+    assert linear_cross_entropy._SPARE["probs"] is None           # and not after it
