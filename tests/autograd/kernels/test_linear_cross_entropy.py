@@ -243,3 +243,15 @@ def test_without_gradients_float32_logits_by_chunks_of_columns_equal_the_referen
     finally:
         backend.use_fast_kernels(True)
     np.testing.assert_allclose(evaluated, reference_body, rtol=1e-5)
+
+
+@pytest.mark.parametrize("column", [0, 7, 10, 49])   # the first chunk's first column, a later chunk's first, inside
+def test_a_nan_logit_makes_the_columns_loss_nan(column):
+    loops = _compiled_loops_or_skip()
+    z = np.random.default_rng(0).standard_normal((3, 50)).astype(np.float32)
+    z[1, column] = np.nan                                     # a diverged run must show it, whatever its chunk
+    m, s, picked = np.full(3, -np.inf), np.zeros(3), np.zeros(3)
+    for a in range(0, 50, 7):
+        loops.logsumexp_columns_f32(np.ascontiguousarray(z[:, a:a + 7]), a, np.array([3, 3, 3]), m, s, picked)
+    lse = m + np.log(s)
+    assert np.isnan(lse[1]) and np.isfinite(lse[[0, 2]]).all()
