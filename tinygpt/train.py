@@ -98,15 +98,17 @@ class Trainer:
         """Show a line. When its reader has gone (``tinygpt train | head``, and head has
         exited), the run stops as at a first Ctrl-C: the step finishes and the run saves,
         where the closed pipe's error used to end it at its next line, before its
-        checkpoint, with exit status 0. Standard output then goes to os.devnull."""
+        checkpoint, with exit status 0. Standard output (the default output) then goes to
+        os.devnull, and standard error too when it was the same pipe (``2>&1 | head``)."""
         if self._output_closed:
             return
         try:
             self._write(message)
         except BrokenPipeError:
             self._output_closed = self._stop_requested = True
-            _stdout_to_devnull()
-            sys.stderr.write("tinygpt train: the output was closed: finishing this step and saving\n")
+            if self._write is _tqdm_print:            # a stream of the caller's own is left alone
+                _to_devnull(sys.stdout)
+            _tell_stderr("tinygpt train: the output was closed: finishing this step and saving")
 
     def run(self):
         self.world = dist.init(self.cfg.bucket_mb)
@@ -154,7 +156,8 @@ class Trainer:
                     self.report.step_done()
                     if at_eval:
                         losses = self._eval_and_save(final=self.step == cfg.max_iters)
-                    if stop if several else self._stop_requested:       # several ranks: the flag they agreed on
+                    # several ranks: the flag they agreed on; at the last step the run is complete anyway
+                    if (stop if several else self._stop_requested) and self.step < cfg.max_iters:
                         self._read_and_log()
                         self._stop_requested = interrupted = True
                         break
@@ -168,7 +171,7 @@ class Trainer:
             message = (f"interrupted at step {self.step}: saved {self.out / 'latest'}; "
                        f"continue with: tinygpt train --resume --out {self.out}")
             if self._output_closed:
-                sys.stderr.write(message + "\n")
+                _tell_stderr(message)
             else:
                 self.print(message)
         elif not interrupted:
@@ -565,15 +568,28 @@ def _progress(cfg, start):
     return tqdm(total=cfg.max_iters, initial=start, unit="step", dynamic_ncols=True, leave=True)
 
 
-def _stdout_to_devnull():
-    """Point standard output at os.devnull: what is written to it later, and Python's flush of
-    it at exit, no longer meet the closed pipe."""
+def _to_devnull(stream):
+    """Point ``stream`` (sys.stdout or sys.stderr) at os.devnull: what is written to it later,
+    and Python's flush of it at exit, no longer meet a closed pipe."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
     except (AttributeError, OSError, ValueError):   # no file descriptor (output captured in Python)
-        sys.stdout = open(os.devnull, "w")
+        if stream is sys.stdout:
+            sys.stdout = open(os.devnull, "w")
+        else:
+            sys.stderr = open(os.devnull, "w")
+
+
+def _tell_stderr(line):
+    """One line on standard error, which may be the closed pipe too (``2>&1 | head``): then
+    there is no one left to tell, and it goes to os.devnull."""
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except BrokenPipeError:
+        _to_devnull(sys.stderr)
 
 
 def _tqdm_print(message):

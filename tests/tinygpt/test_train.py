@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -316,31 +317,66 @@ def test_profile_prints_where_a_step_goes_and_writes_nothing(corpus, tmp_path):
     assert not out.exists()                          # nothing written
 
 
-def test_a_closed_output_pipe_stops_the_run_and_saves(corpus, tmp_path):
-    """tinygpt train | head: once head has exited, the run finishes its step and saves, as at
-    a Ctrl-C, and says so on stderr, without a traceback."""
+@pytest.mark.parametrize("stderr_too", [False, True], ids=["stdout", "stdout-and-stderr"])
+def test_a_closed_output_pipe_stops_the_run_and_saves(corpus, tmp_path, stderr_too):
+    """tinygpt train | head (or 2>&1 | head): once head has exited, the run finishes its step
+    and saves, as at a Ctrl-C, and says so on stderr if stderr is still open, without a
+    traceback."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "tinygpt", "train", "--data", str(corpus), "--out", str(out), "--preset", "tiny",
            "--tokenizer", "char", "--block-size", "16", "--batch-size", "4", "--max-iters", "100000",
            "--eval-interval", "3", "--eval-iters", "1", "--sample-tokens", "0", "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ))
-    assert proc.stdout.readline().startswith("training ")    # the banner; then the reader goes away
-    proc.stdout.close()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")            # the banner comes through the pipe at once
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env,
+                            stderr=subprocess.STDOUT if stderr_too else subprocess.PIPE)
+    watchdog = threading.Timer(90, proc.kill)                # a run that never stops fails, not hangs
+    watchdog.start()
     try:
-        stderr = proc.stderr.read()
-        proc.wait(timeout=60)
+        first = proc.stdout.readline()
+        proc.stdout.close()                                  # the reader goes away
+        stderr = "" if stderr_too else proc.stderr.read()
+        proc.wait()
     finally:
+        watchdog.cancel()
         proc.kill()
+    assert first.startswith("training "), first
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr
-    assert "the output was closed: finishing this step and saving" in stderr
-    assert "interrupted at step" in stderr and "--resume" in stderr
+    if not stderr_too:
+        assert "the output was closed: finishing this step and saving" in stderr
+        assert "interrupted at step" in stderr and "--resume" in stderr
     state = json.loads((out / "latest" / "state.json").read_text())
     assert 1 <= state["step"] < 100000
     log_steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()
                  if '"train"' in line]
     assert log_steps[-1] == state["step"]                   # saved where the run stopped
+
+
+def test_a_callers_own_output_stream_breaking_leaves_standard_output_alone(corpus, tmp_path):
+    def broken(message):
+        raise BrokenPipeError
+    def where_stdout_goes():                                 # the file behind sys.stdout's descriptor
+        try:
+            status = os.fstat(sys.stdout.fileno())
+        except (AttributeError, OSError, ValueError):
+            return None
+        return status.st_dev, status.st_ino
+    before, file_before = sys.stdout, where_stdout_goes()
+    summary = Trainer(small_config(corpus, tmp_path / "run", max_iters=100000), out_stream=broken).run()
+    assert sys.stdout is before and where_stdout_goes() == file_before
+    assert summary["interrupted"] and 1 <= summary["step"] < 100000
+    assert json.loads((tmp_path / "run" / "latest" / "state.json").read_text())["step"] == summary["step"]
+
+
+def test_output_closing_at_the_last_evaluation_finishes_the_run(corpus, tmp_path):
+    lines = []
+    def closes_at_the_end(message):
+        if message.startswith("step 12:"):                   # the last evaluation's line
+            raise BrokenPipeError
+        lines.append(message)
+    summary = Trainer(small_config(corpus, tmp_path / "run"), out_stream=closes_at_the_end).run()
+    assert not summary["interrupted"] and summary["step"] == 12
+    assert (tmp_path / "run" / "loss.png").exists()
 
 
 def test_the_heads_buffer_is_let_go_when_the_run_ends(corpus, tmp_path):
