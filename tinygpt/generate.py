@@ -96,9 +96,15 @@ def draw(probs, rng) -> int:
     probabilities' own sum rounds to just below it. The same steps as ``rng.choice(V,
     p=probs)`` (one uniform from rng: the same ids for the same seed), without its checks
     that probs is a distribution, which next_token_distribution has made it: 0.16 against
-    0.26 ms a token for GPT-2's 50257 ids."""
-    cumulative = np.cumsum(probs)
-    cumulative /= cumulative[-1]
+    0.26 ms a token for GPT-2's 50257 ids (float64 running totals, as choice's). One check
+    stays: probabilities that are NaN, or all 0, which a model whose weights diverged
+    gives, are a clear error rather than token 0."""
+    cumulative = np.cumsum(probs, dtype=np.float64)
+    total = cumulative[-1]
+    if not (np.isfinite(total) and total > 0):
+        raise TinyGPTError(f"the next token's probabilities add up to {total}, not 1: the model's outputs (or "
+                           "outputs / temperature) are not finite numbers; a checkpoint from a run that diverged?")
+    cumulative /= total
     return int(cumulative.searchsorted(rng.random(), side="right"))
 
 

@@ -252,6 +252,19 @@ def test_a_drawn_id_follows_the_distribution():
     assert draw(np.array([0.0, 0.0, 1.0]), rng) == 2
 
 
+@pytest.mark.parametrize("probs", [[0.5, np.nan, 0.5], [0.0, 0.0, 0.0]], ids=["nan", "zeros"])
+def test_probabilities_that_are_no_distribution_are_a_clear_error(probs):
+    with pytest.raises(TinyGPTError, match="not finite"):
+        draw(np.array(probs), np.random.default_rng(0))
+
+
+def test_a_model_with_nan_weights_says_so_when_sampling():
+    model = char_model()
+    model.transformer.ln_f.weight.data[...] = np.nan                   # every logit NaN
+    with pytest.raises(TinyGPTError, match="not finite"):
+        list(generate_ids(model, "ab", max_new_tokens=3, temperature=0.8, seed=0))
+
+
 class FixedUniform:
     """A generator whose uniform draws are the value given."""
     def __init__(self, u):
