@@ -20,8 +20,8 @@ into a temporary run folder: what a user of the command waits for. Each tree fir
 one untimed two-step run, so that numba's compiled loops are cached for both alike. Read
 back from each run's log.jsonl: its time from start to the last evaluation, and the median
 of its steps' times (``dt``, a step from batch to update); the time outside its steps
-(evaluations, samples, checkpoints: the first minus the sum of the steps); and the
-process's wall time.
+(the first minus the sum of the steps: evaluations, samples, checkpoints, logging); and
+the process's wall time.
 Printed per pair and as median (min-max): the speed-up in steps per second by the run's own
 time, by the median step and by the wall time.
 
@@ -132,7 +132,8 @@ def run_whole(root: Path, out: Path, extra=()) -> dict:
     evals = [row for row in rows if row.get("kind") == "eval"]
     if not steps or not evals:
         raise SystemExit(f"bench_revisions: {out}/log.jsonl has no steps or no evaluation")
-    # outside_s: the run's time not spent in its steps (evaluations, samples, checkpoints)
+    # outside_s: the run's time to its last evaluation not spent in its steps: evaluations,
+    # samples and checkpoints (but the last evaluation's own, which come after its time), logging
     return {"wall_s": wall, "run_s": evals[-1]["time"], "steps": len(steps),
             "step_ms": statistics.median(steps) * 1e3, "outside_s": evals[-1]["time"] - sum(steps),
             "val_loss": evals[-1]["val_loss"]}

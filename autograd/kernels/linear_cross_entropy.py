@@ -159,15 +159,15 @@ def _forward(ctx, x, weight, targets, ignore_index, rows_kernel, check_range, bu
     step = max(1, CHUNK_ELEMENTS // vocab)
     if one_product and ctx.requires_grad:
         step = n_rows                                                   # P is (N, V) anyway
-    if not ctx.requires_grad:
-        # one chunk's logits, reused chunk after chunk: a fresh 64 MB array per chunk is mapped
-        # from the OS and faulted in page by page (the default run's evaluation forward: the
-        # head 6-12% faster, median of 12 alternations, two runs)
-        scratch = xp.empty((min(step, n_rows), vocab), dtype=x2.dtype)
     compiled = cpu.compiled() if by_columns and not ctx.requires_grad else None
     if compiled is not None and x2.dtype.name == "float32" and weight.dtype.name == "float32":
         _losses_by_columns(compiled, x2, weight, safe_targets, losses)
     else:
+        if not ctx.requires_grad:
+            # one chunk's logits, reused chunk after chunk: a fresh 64 MB array per chunk is mapped
+            # from the OS and faulted in page by page (the default run's evaluation forward: the
+            # head 6-12% faster, median of 12 alternations, two runs)
+            scratch = xp.empty((min(step, n_rows), vocab), dtype=x2.dtype)
         for a in range(0, n_rows, step):
             b = min(n_rows, a + step)
             z = probs[a:b] if ctx.requires_grad else scratch[:b - a]

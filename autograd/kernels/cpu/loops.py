@@ -395,6 +395,8 @@ def logsumexp_columns_f32(z, first, targets, m, s, picked):
             s[i] *= math.exp(m[i] - top)                   # exp(-inf) = 0 for the first chunk
             m[i] = top
         shift = np.float32(m[i])                           # a float32 logit: exact
+        if m[i] == -math.inf:                              # no finite logit yet: exp(-inf - 0) = 0, and
+            shift = np.float32(0.0)                        # a NaN stays NaN (-inf - -inf would be NaN)
         total = 0.0
         for start in range(0, width, SUM_BLOCK):
             total += _exp_sum(row[start:start + SUM_BLOCK], shift)
