@@ -501,6 +501,16 @@ def test_a_launch_configuration_must_use_powers_of_two():
         launch.LaunchConfig(max_row_threads=24, element_threads=8, max_blocks=3)
 
 
+def _python_without_the_simulator(code, **variables):
+    """``python -c code`` in the repository, numba's CUDA simulator off; it must succeed."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env.update(variables)
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 def test_the_engine_imports_and_runs_without_numba():
     """numba is imported on the first CUDA launch only: with numba made unimportable, the
     engine still imports and trains on CPU, and a CUDA launcher says what to install."""
@@ -517,10 +527,7 @@ def test_the_engine_imports_and_runs_without_numba():
         "except ImportError as exc:\n"
         "    print('ImportError:', exc)\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    out = _python_without_the_simulator(code)
     assert "ImportError:" in out.stdout and "pip install" in out.stdout and "numba-cuda" in out.stdout, out.stdout
 
 
@@ -543,11 +550,7 @@ def test_every_kernel_caches_under_the_hash_of_the_files_it_compiles_in(tmp_path
         "            paths[name + '.' + attr] = value._cache._cache_path\n"
         "print(json.dumps(paths))\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    env["NUMBA_CACHE_DIR"] = str(tmp_path)
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    out = _python_without_the_simulator(code, NUMBA_CACHE_DIR=str(tmp_path))
     import json
     paths = json.loads(out.stdout.splitlines()[-1])
     assert len(paths) == 12, sorted(paths)          # every kernel (device functions have no cache of their own)
