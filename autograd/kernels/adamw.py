@@ -2,7 +2,8 @@
 
 AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", 2019, Algorithm 2),
 written as PyTorch's ``torch.optim.AdamW`` computes it, so that the two agree step for
-step. For a parameter p with gradient g, at step t (from 1):
+step (the paper's decay eta_t lambda is lr * wd here, as in PyTorch: wd = lambda / alpha).
+For a parameter p with gradient g, at step t (from 1):
 
     p   <- p * (1 - lr * wd)                       decoupled decay: not part of g
     m   <- m + (1 - beta1) (g - m)                 first moment (running mean of g)

@@ -24,8 +24,8 @@ Backward (g = dL/dout, shape (B, nh, Tq, hs)), per batch and head:
     S = q k^T / sqrt(hs)           ->  dq = dS k / sqrt(hs)    (Tq, hs)
                                        dk = dS^T q / sqrt(hs)  (Tk, hs)
 
-Cost: four batched matrix products of T*T*hs multiply-adds per head (two forward, four
-backward), and P (B*nh*T*T floats) is kept between forward and backward.
+Cost: six batched matrix products of Tq*Tk*hs multiply-adds per head (two forward, four
+backward), and P (B*nh*Tq*Tk floats) is kept between forward and backward.
 """
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ W[o, i], on W[o, i] through x[n, i], and on b[o] with slope 1, so
     dL/dW[o, i] = sum_n g[n, o] x[n, i]    ->  dW = g^T @ x    (Cout, Cin)
     dL/db[o]    = sum_n g[n, o]            ->  db = g.sum(0)   (Cout,)
 
-Three matrix products, forward and backward together: 2*N*Cin*Cout multiply-adds
-each, which is where a transformer spends most of its time.
+Three matrix products, forward and backward together: N*Cin*Cout multiply-adds
+(2*N*Cin*Cout flops) each, which is where a transformer spends most of its time.
 """
 from __future__ import annotations
 
