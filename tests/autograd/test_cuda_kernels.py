@@ -268,6 +268,29 @@ def test_row_kernels_give_the_same_rows_for_every_power_of_two_block(monkeypatch
     assert_close(s, causal_softmax_reference(scores, 0.5)[0], np.float64)
 
 
+@pytest.mark.parametrize("width, expected", [
+    (1, 1), (3, 4), (20, 32),            # a row shorter than a warp: the power of two that covers it
+    (64, 32), (128, 32),                 # at least a warp, though 4 a thread would need fewer
+    (129, 64), (768, 256), (1024, 256), (1025, 512),   # the power of two >= width / 4
+    (3072, 1024), (50257, 1024)])        # at most max_row_threads
+def test_row_threads_give_each_gpu_thread_about_four_elements(monkeypatch, width, expected):
+    """The GPU preset's block size for a row kernel, worked out by hand from its rule (a power
+    of two of about width / row_elements threads, 32 <= threads <= 1024 where the row has 32)."""
+    monkeypatch.setattr(launch, "config", launch.ON_GPU)
+    assert launch.ON_GPU.row_elements == 4
+    assert launch.row_threads(width) == expected
+
+
+def test_row_threads_with_one_element_a_thread_cover_the_row(monkeypatch):
+    """row_elements 1 (the simulator's preset and the tests'): the power of two that covers the
+    row, at most max_row_threads, as before row_elements existed."""
+    monkeypatch.setattr(launch, "config", launch.LaunchConfig(max_row_threads=16, element_threads=8, max_blocks=3))
+    for width, expected in [(1, 1), (3, 4), (13, 16), (16, 16), (17, 16), (1000, 16)]:
+        assert launch.row_threads(width) == expected, width
+    with pytest.raises(ValueError, match="row_elements"):
+        launch.LaunchConfig(max_row_threads=16, element_threads=8, max_blocks=3, row_elements=0)
+
+
 # ---------------------------------------------------------------------------- flash attention
 def attention_reference(q, k, v, g):
     """out, L (log of the softmax denominators), dq, dk, dv of causal attention, in float64,

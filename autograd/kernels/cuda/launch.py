@@ -18,8 +18,10 @@ walks its row with a stride of ``blockDim.x`` threads and reduces across the blo
 shared memory (reductions.py), so any power of two works as the block size. An
 elementwise kernel runs a grid-stride loop: thread ``k`` of the grid takes elements
 ``k, k + gridsize, k + 2 gridsize, ...``, so any number of blocks works. The kernels'
-results do not depend on these choices; only the speed does. A real GPU wants big
-blocks; the simulator costs milliseconds per simulated thread and wants a handful.
+results do not depend on these choices beyond rounding (the order of a row's sums); only
+the speed does. A real GPU wants many
+threads in flight (row_threads says how many a row gets); the simulator costs
+milliseconds per simulated thread and wants a handful.
 ``config`` picks between the two presets below, and tests may set it to their own.
 """
 from __future__ import annotations
@@ -128,6 +130,7 @@ class LaunchConfig:
     max_row_threads: int   # most threads of a block that owns one row; a power of two <= MAX_THREADS
     element_threads: int   # threads per block of the elementwise kernels; a power of two <= MAX_THREADS
     max_blocks: int        # most blocks of an elementwise kernel; beyond, the threads loop (grid stride)
+    row_elements: int = 1  # elements of its row each thread of a row kernel aims to take (row_threads)
 
     def __post_init__(self):
         for name in ("max_row_threads", "element_threads"):
@@ -137,9 +140,11 @@ class LaunchConfig:
                                  "(the block reductions fold the block in halves)")
         if self.max_blocks < 1:
             raise ValueError(f"LaunchConfig.max_blocks={self.max_blocks}: use at least 1")
+        if self.row_elements < 1:
+            raise ValueError(f"LaunchConfig.row_elements={self.row_elements}: use at least 1")
 
 
-ON_GPU = LaunchConfig(max_row_threads=1024, element_threads=256, max_blocks=65535)
+ON_GPU = LaunchConfig(max_row_threads=1024, element_threads=256, max_blocks=65535, row_elements=4)
 IN_SIMULATOR = LaunchConfig(max_row_threads=16, element_threads=16, max_blocks=4)   # a few ms per thread
 
 config = None   # None: ON_GPU on a real GPU, IN_SIMULATOR in numba's simulator; tests set a LaunchConfig
@@ -151,13 +156,32 @@ def current() -> LaunchConfig:
     return IN_SIMULATOR if simulated() else ON_GPU
 
 
+WARP = 32   # threads a GPU runs in lockstep: a block of fewer still occupies a whole warp
+
+
 def row_threads(width: int) -> int:
-    """Threads of a block that owns a row of ``width``: the power of two that covers the row,
-    at most ``max_row_threads`` (then each thread takes every blockDim-th element)."""
+    """Threads of a block that owns a row of ``width``: the power of two that gives each
+    thread about ``row_elements`` of the row (each takes every blockDim-th element), at most
+    ``max_row_threads``, and at least a warp where the row is that long.
+
+    Why not one thread per element (the rule until 2026-11-30, as with row_elements 1): an
+    SM of an H100/H200 holds at most 2048 threads, so two blocks of 1024, and each of a
+    block's reductions waits at a barrier for all 32 of its warps in each of log2(1024) = 10
+    rounds. Attention's softmax has B nh T rows (98,304 at GPT-2's training shape, each 1024
+    long): in blocks of 1024 they went through the 132 SMs of an H200 two at a time, 372
+    waves. A profile there put a layer's attention forward (two batched products and this
+    softmax) at 3.5 ms, where reading and writing the softmax's 800 MB at the memory's
+    bandwidth takes about 0.2. At 4 elements a thread that block is 256 threads: an SM holds
+    8 of them, and a reduction has 8 rounds. Not yet timed on a GPU (benchmarks/README.md
+    has the figures from before). Results do not depend on this; only the speed does."""
+    cfg = current()
+    cover = 1                                  # the power of two that covers the row
+    while cover < width and cover < cfg.max_row_threads:
+        cover *= 2
     threads = 1
-    while threads < width and threads < current().max_row_threads:
+    while threads * cfg.row_elements < width and threads < cfg.max_row_threads:
         threads *= 2
-    return threads
+    return max(threads, min(WARP, cover))
 
 
 def flash_rows() -> int:
