@@ -265,7 +265,24 @@ def test_row_kernels_give_the_same_rows_for_every_power_of_two_block(monkeypatch
     scores = randn(rng, (1, 1, 2, 13), np.float64)
     s = to_device(scores)
     cuda.causal_softmax_forward(s, 0.5)
-    assert_close(s, causal_softmax_reference(scores, 0.5)[0], np.float64)
+    p = causal_softmax_reference(scores, 0.5)[0]
+    assert_close(s, p, np.float64)
+    # the other three row kernels: layer norm's dx, the softmax's backward, the loss rows
+    g = randn(rng, (2, 13), np.float64)
+    _, xhat, rstd = layernorm_reference(x, w, None, 1e-5)
+    dx = cuda.layernorm_backward_dx(to_device(g), to_device(xhat), to_device(rstd), to_device(w))
+    dxhat = g * w
+    assert_close(dx, rstd * (dxhat - dxhat.mean(axis=1, keepdims=True)
+                             - xhat * (dxhat * xhat).mean(axis=1, keepdims=True)), np.float64)
+    dp = randn(rng, (1, 1, 2, 13), np.float64)
+    dp_dev = cuda.softmax_backward(to_device(p), to_device(dp), 0.5)
+    assert_close(dp_dev, p * (dp - (dp * p).sum(axis=-1, keepdims=True)) * 0.5, np.float64)
+    z, targets = randn(rng, (2, 13), np.float64, scale=3.0), np.array([0, 12])
+    z_dev, losses = to_device(z), to_device(np.full(2, np.nan))
+    cuda.softmax_xent_rows(z_dev, to_device(targets), to_device(np.full(2, 0.5)), losses, True)
+    lse = np.log(np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1)) + z.max(axis=1)
+    assert_close(losses, lse - z[[0, 1], targets], np.float64)
+    assert_close(z_dev, 0.5 * (np.exp(z - lse[:, None]) - np.eye(13)[targets]), np.float64)
 
 
 @pytest.mark.parametrize("width, expected", [

@@ -162,18 +162,23 @@ WARP = 32   # threads a GPU runs in lockstep: a block of fewer still occupies a 
 def row_threads(width: int) -> int:
     """Threads of a block that owns a row of ``width``: the power of two that gives each
     thread about ``row_elements`` of the row (each takes every blockDim-th element), at most
-    ``max_row_threads``, and at least a warp where the row is that long.
+    ``max_row_threads``; at least a warp where the row is that long, and for a shorter row
+    the power of two that covers it.
 
-    Why not one thread per element (the rule until 2026-11-30, as with row_elements 1): an
-    SM of an H100/H200 holds at most 2048 threads, so two blocks of 1024, and each of a
-    block's reductions waits at a barrier for all 32 of its warps in each of log2(1024) = 10
-    rounds. Attention's softmax has B nh T rows (98,304 at GPT-2's training shape, each 1024
-    long): in blocks of 1024 they went through the 132 SMs of an H200 two at a time, 372
-    waves. A profile there put a layer's attention forward (two batched products and this
-    softmax) at 3.5 ms, where reading and writing the softmax's 800 MB at the memory's
-    bandwidth takes about 0.2. At 4 elements a thread that block is 256 threads: an SM holds
-    8 of them, and a reduction has 8 rounds. Not yet timed on a GPU (benchmarks/README.md
-    has the figures from before). Results do not depend on this; only the speed does."""
+    Why not the power of two that covers the row (the rule until 2026-11-30, which
+    row_elements 1 gives): rows of 768 (layer norm) and 1024 (attention at T 1024) then got
+    blocks of 1024 threads. An SM of an H100/H200 holds at most 2048 threads, so two such
+    blocks, and only one where a thread needs more than 32 of the SM's 65,536 registers.
+    Each reduction stops the whole block at a barrier until all 32 of its warps arrive, in
+    each of log2(1024) = 10 rounds, two or three reductions a row, and while its one or two
+    blocks wait the SM has nothing else to run. A profile of a GPT-2 step on an H200 put a
+    layer's attention forward (two batched products and this softmax; the profile does not
+    separate them) at 3.5 ms, where the softmax's 800 MB read and written take about 0.2 ms
+    at the memory's bandwidth, and a layer norm forward at 0.7 ms a call for 75 MB. At 4
+    elements a thread those rows get 256 threads: up to 8 blocks an SM, each waiting on 8
+    warps for 8 rounds, the others running meanwhile. Not yet timed on a GPU
+    (benchmarks/README.md has the figures from before). Results do not depend on this beyond
+    rounding (the order of a row's sums); only the speed does."""
     cfg = current()
     cover = 1                                  # the power of two that covers the row
     while cover < width and cover < cfg.max_row_threads:
