@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 
-from .generate import SamplingError, check_sampling, generate_ids, next_token_distribution
+from .generate import SamplingError, check_sampling, generate_ids, next_token_distribution, top_k_from_user
 from .tokenizer import StreamDecoder
 
 SEPARATOR = "\n\n"
@@ -105,9 +105,7 @@ class Chat:
                 self.temperature = value
                 self._write(f"(temperature {value})\n")
             elif name == "/topk":
-                value = int(arg) or None                        # 0: off
-                check_sampling(top_k=value)
-                self.top_k = value
+                self.top_k = top_k_from_user(int(arg))         # 0: off
                 self._write(f"(top-k {self.top_k or 'off'})\n")
             elif name == "/topp":
                 value = float(arg)
@@ -185,7 +183,10 @@ class Chat:
                 pending = pending[len(shown):]
                 started = True
         reply = reply.strip("\n")
-        self._write("\n" if not self.debug else f"(reply: {reply!r})\n")
+        if self.debug:
+            self._write(f"(reply: {reply!r})\n")
+        else:   # nothing but spaces, or the turn ended at once: say so, or the chat looks stuck
+            self._write("\n" if reply.strip() else "(an empty reply)\n")
         self.turns.append(reply)
         return reply
 

@@ -98,12 +98,19 @@ def resolve_checkpoint(path, prefer=("best", "latest")) -> Path:
     if not p.exists():
         raise TinyGPTError(f"no checkpoint at {path}: the folder does not exist; "
                            "train one first with: tinygpt train")
+    if p.is_file():
+        folder = p.parent if (p.parent / MODEL_FILE).exists() else None
+        raise TinyGPTError(f"{path} is a file: give the checkpoint's folder"
+                           + (f" ({folder})" if folder else " (a run folder written by tinygpt train)"))
     if (p / MODEL_FILE).exists() and (p / STATE_FILE).exists():
         return p
     for name in prefer:
         for candidate in (p / name, p / f"{name}.old"):
             if (candidate / MODEL_FILE).exists() and (candidate / STATE_FILE).exists():
                 return candidate
+    if describe_run(p) == LOG_ONLY:
+        raise TinyGPTError(f"no checkpoint in {path}: its run stopped before saving one; start it afresh "
+                           f"with: tinygpt train --out {path} --overwrite")
     raise TinyGPTError(f"no checkpoint in {path}: train one first with: tinygpt train --out {path}")
 
 
@@ -174,10 +181,15 @@ def resumed_config(cfg: TrainConfig, explicit: set, state: dict) -> TrainConfig:
     that would change the saved model is refused (the same value as the run's is fine: the
     original command with --resume added works)."""
     saved = TrainConfig.from_dict(state["train_config"])
+    shape = state.get("model_config", {})
+
+    def runs(name):   # the run's value; None (the preset's) as the model was built
+        value = getattr(saved, name)
+        return shape.get(name, value) if value is None else value
     if cfg.overwrite:
         raise TinyGPTError("--resume continues the run in --out and --overwrite replaces it: give one of them")
-    changed = [f"--{name.replace('_', '-')} {getattr(cfg, name)} (the run has {getattr(saved, name)})"
-               for name in MODEL_FLAGS if name in explicit and getattr(cfg, name) != getattr(saved, name)]
+    changed = [f"--{name.replace('_', '-')} {getattr(cfg, name)} (the run has {runs(name)})"
+               for name in MODEL_FLAGS if name in explicit and getattr(cfg, name) != runs(name)]
     if changed:
         raise TinyGPTError(f"--resume continues the saved model as it is, so {', '.join(changed)} cannot change it; "
                            "drop them, or start a new run in another folder with --out DIR")
@@ -191,6 +203,10 @@ def resumed_config(cfg: TrainConfig, explicit: set, state: dict) -> TrainConfig:
 def refuse_to_replace(out: Path, cfg: TrainConfig) -> None:
     """Training into a folder that holds a run: refused unless --resume or --overwrite."""
     held = describe_run(out)
+    if held == LOG_ONLY and not cfg.overwrite:
+        raise TinyGPTError(f"{out} holds the log of a run that saved no checkpoint (it stopped before its "
+                           "first); start afresh there with --overwrite, or train into another folder "
+                           "with --out DIR")
     if held is not None and not cfg.resume and not cfg.overwrite:
         raise TinyGPTError(
             f"{out} already holds a run ({held}); continue it with --resume (and a larger "
@@ -210,6 +226,9 @@ def _run_paths(out: Path):
             if p.name in RUN_ENTRIES or p.name.startswith(("latest.", "best.", "loss.png."))]
 
 
+LOG_ONLY = "a log but no checkpoint"   # describe_run of a run stopped before its first checkpoint
+
+
 def describe_run(out) -> str | None:
     """How far the run in folder ``out`` got ("step 300, val loss 5.6777"), or None when
     the folder holds no run (it does not exist, is empty, or holds other files only)."""
@@ -223,7 +242,7 @@ def describe_run(out) -> str | None:
             continue
         val = state.get("val_loss")
         return f"step {state.get('step', '?')}" + (f", val loss {val:.4f}" if isinstance(val, float) else "")
-    return "a log but no checkpoint"
+    return LOG_ONLY
 
 
 def clear_run(out) -> None:

@@ -24,6 +24,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("tinygpt")
+    except PackageNotFoundError:   # run from a checkout that was never installed
+        return "(not installed)"
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -38,12 +46,14 @@ def _sampling_setting(setting, parse):
     """An argparse type for one sampling setting: parsed here, its rule from
     generate.check_sampling (the one home of those rules)."""
     def convert(text):
-        from .generate import SamplingError, check_sampling
+        from .generate import SamplingError, check_sampling, top_k_from_user
         try:
             value = parse(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {'integer' if parse is int else 'number'} {text!r}") from None
         try:
+            if setting == "top_k":
+                return top_k_from_user(value)          # 0: every token, as in the chat's /topk
             check_sampling(**{setting: value})
         except SamplingError as exc:
             raise argparse.ArgumentTypeError(exc.rule) from None
@@ -90,7 +100,8 @@ def _train_arguments(parser):
 def _model_arguments(parser):
     """--checkpoint or --pretrained: which model generate, chat and explore use."""
     parser.add_argument("--checkpoint", default=None,
-                        help=f"a run folder written by tinygpt train (default: {DEFAULT_RUN})")
+                        help=f"a run folder written by tinygpt train, whose best/ checkpoint is used (latest/ "
+                             f"if it has no best/), or one checkpoint folder (default: {DEFAULT_RUN})")
     parser.add_argument("--pretrained", metavar="NAME_OR_PATH", default=None,
                         help="use GPT-2 weights instead: gpt2, gpt2-medium, ..., or a Hugging Face folder "
                              "(not with --checkpoint)")
@@ -102,14 +113,18 @@ def _sampling_arguments(parser, max_new_tokens):
                         help=f"tokens to generate (default: {max_new_tokens})")
     parser.add_argument("--temperature", type=_sampling_setting("temperature", float), default=0.8,
                         help="randomness: 0 = always the most likely token (default: 0.8)")
-    parser.add_argument("--top-k", type=_sampling_setting("top_k", int), default=200, help="sample among the k most likely (default: 200)")
-    parser.add_argument("--top-p", type=_sampling_setting("top_p", float), default=None, help="sample among the most likely tokens of total probability p")
-    parser.add_argument("--seed", type=int, default=None, help="random seed for reproducible samples")
+    parser.add_argument("--top-k", type=_sampling_setting("top_k", int), default=200,
+                        help="sample among the k most likely tokens; 0 = every token (default: 200)")
+    parser.add_argument("--top-p", type=_sampling_setting("top_p", float), default=None,
+                        help="sample among the most likely tokens of total probability p, in (0, 1] (default: off)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed for reproducible samples (default: none, a new sample each time)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu or cuda (default: cpu)")
 
 
 def build_parser():
     parser = _Parser(prog="tinygpt", description="GPT-2 from scratch: train on text, generate, chat.")
+    parser.add_argument("--version", action="version", version=f"tinygpt {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a GPT on a text corpus (default: the bundled Shakespeare)",
@@ -166,13 +181,14 @@ def _cmd_train(args):
     summary = Trainer(cfg, explicit=set(given)).run()
     if "profile" in summary:
         return 0
-    if not summary["interrupted"]:
-        val = summary["val_loss"]
-        print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s"
-              + (f", val loss {val:.4f}" if val is not None else "")
-              + f"; checkpoint and loss.png in {summary['out']}")
-        print(f"next: tinygpt generate --checkpoint {summary['out']} --prompt \"...\"   or   "
-              f"tinygpt chat --checkpoint {summary['out']}")
+    if summary["interrupted"]:   # Ctrl-C: 130, as a shell reports a program ended by SIGINT
+        return 0 if summary.get("output_closed") else 130
+    val = summary["val_loss"]
+    print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s"
+          + (f", val loss {val:.4f}" if val is not None else "")
+          + f"; checkpoint and loss.png in {summary['out']}")
+    print(f"next: tinygpt generate --checkpoint {summary['out']} --prompt \"...\"   or   "
+          f"tinygpt chat --checkpoint {summary['out']}")
     return 0
 
 

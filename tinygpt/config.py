@@ -111,7 +111,7 @@ class TrainConfig:
     resume: bool = field(default=False, metadata={"help": "continue the run saved in --out"})
     overwrite: bool = field(default=False, metadata={"help": "replace the run already in --out (its checkpoints, log and plot are deleted); without it, training into a folder that holds a run is refused"})
     profile: int = field(default=0, metadata={"metavar": "N", "help": "only measure: run N steps (after 2 warm-up steps), print where a step's time goes, kernel by kernel, and write nothing (0: train)"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar (on a terminal; when stderr is a file or a pipe, a plain line every tenth of the run instead)"})
+    progress: bool = field(default=True, metadata={"help": "the progress display: a bar on a terminal; when stderr is a file or a pipe, a plain line about every tenth of the run"})
 
     def __post_init__(self):
         self.validate()

@@ -60,6 +60,16 @@ def check_sampling(temperature=0.0, top_k=None, top_p=None, max_new_tokens=1) ->
         raise SamplingError("max_new_tokens", f"must be an integer, at least 1, got {max_new_tokens!r}")
 
 
+def top_k_from_user(value: int):
+    """A top-k typed by a user (the command line, the chat): 0 turns top-k off (None, every
+    token), an integer >= 1 keeps that many; anything else is a SamplingError."""
+    if value == 0:
+        return None
+    if not (_number(value) and int(value) == value and value >= 1):
+        raise SamplingError("top_k", f"must be 0 (every token) or a positive integer, got {value!r}")
+    return int(value)
+
+
 def next_token_distribution(logits, temperature=1.0, top_k=None, top_p=None):
     """Probabilities (V,) float64 after temperature, top-k and top-p; cut tokens get 0.
 

@@ -127,11 +127,15 @@ class Trainer:
         cfg, model, opt, world = self.cfg, self.model, self.optimizer, self.world
         params, xp, several = model.parameters(), backend.xp(), world.size > 1
         self.report.banner(self)
+        if cfg.max_iters > self.step and cfg.warmup_iters > cfg.max_iters:
+            self.print(f"note: --warmup-iters {cfg.warmup_iters} is more than --max-iters {cfg.max_iters}: the "
+                       f"learning rate rises for the whole run and ends at {self.schedule(cfg.max_iters - 1):.2g} "
+                       f"(--lr is {cfg.lr:g})")
         self.t0, losses, interrupted = time.time(), {}, False
         with self._ctrl_c_finishes_the_step(), self.report.progress(cfg, self.step):
             try:
                 if self.step == 0:
-                    losses = self._eval_and_save()
+                    losses = self._eval_and_save(final=cfg.max_iters == 0)   # --max-iters 0: the untrained model
                 model.train()
                 while self.step < cfg.max_iters:
                     started, lr = time.time(), self.schedule(self.step)
@@ -163,7 +167,10 @@ class Trainer:
                         break
             except KeyboardInterrupt:   # a second Ctrl-C mid-step: the weights may be half-updated, not saved
                 interrupted, self._stop_requested = True, False
-                self.print(f"\nstopped; the last checkpoint (step {self.last_good_step}) is in {self.out / 'latest'}")
+                self.print(f"\nstopped; the last checkpoint (step {self.last_good_step}) is in {self.out / 'latest'}"
+                           if self.last_good_step is not None else
+                           "\nstopped before the run's first checkpoint: nothing was saved; start it again "
+                           "with --overwrite")
                 if world.size > 1:
                     raise   # the ranks are at different points: abort_on_error ends them all
         if interrupted and self._stop_requested:
@@ -178,7 +185,8 @@ class Trainer:
             self.report.plot(wait=True)
         return {"step": self.step, "train_loss": losses.get("train"), "val_loss": losses.get("val"),
                 "best_val_loss": self.best_val, "out": str(self.out), "seconds": time.time() - self.t0,
-                "interrupted": interrupted, "rank": world.rank, "world_size": world.size}
+                "interrupted": interrupted, "output_closed": self._output_closed, "rank": world.rank,
+                "world_size": world.size}
 
     def _profile(self):
         """--profile N: N training steps (after 2 warm-up steps) under autograd.profiler, then
@@ -249,8 +257,13 @@ class Trainer:
         if cfg.resume:   # the saved run's settings, then its corpus: rank 0 reads, every rank receives
             out = Path(cfg.out) if cfg.out else Path("runs") / load_corpus(cfg.data)[1]
             resume = read_resume(out, world)
+            trained_on = resume["state"]["train_config"].get("data")
             cfg = self.cfg = resumed_config(cfg, self.explicit, resume["state"])
             cfg.out = str(out)
+            if cfg.data != trained_on:
+                self.print(f"note: this run trained on {trained_on or 'the bundled corpus'} and goes on with "
+                           f"{cfg.data or 'the bundled corpus'}: its val loss from here is measured on the new "
+                           "corpus (and best/ is kept by that measure)")
         text, name = load_corpus(cfg.data)
         self.out = Path(cfg.out) if cfg.out else Path("runs") / name
         cfg.out = str(self.out)
@@ -538,11 +551,14 @@ def _silent(*_):
 
 class _ProgressLines:
     """The progress bar's stand-in when stderr is a file or a pipe: no carriage-return
-    frames, a plain line every tenth of the run (and at its last step)."""
+    frames, a plain line about every tenth of the run (and at its last step), on a step
+    whose loss was just read (a multiple of READ_EVERY), so that no line is blank or
+    repeats the last one's figures."""
 
     def __init__(self, total, start, stream):
         self.total, self.step, self.stream = total, start, stream
-        self.every = max(1, (total - start) // 10)
+        tenth = max(1, (total - start) // 10)
+        self.every = READ_EVERY * max(1, round(tenth / READ_EVERY))
         self.postfix = ""
 
     def set_postfix_str(self, text):
@@ -551,7 +567,7 @@ class _ProgressLines:
     def update(self, n=1):
         self.step += n
         if self.step % self.every == 0 or self.step == self.total:
-            self.stream.write(f"step {self.step}/{self.total}: {self.postfix}\n")
+            self.stream.write(f"step {self.step}/{self.total}" + (f": {self.postfix}" if self.postfix else "") + "\n")
             self.stream.flush()
 
     def close(self):

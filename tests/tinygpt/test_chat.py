@@ -98,3 +98,16 @@ def test_the_context_ends_with_a_blank_line_tokenized_as_in_running_text():
     assert c.context_ids()[-2:] == [198, 198]
     assert m.tokenizer.encode("Good morrow.\n\nROMEO")[4:6] == [198, 198]   # as in the corpus
     assert m.tokenizer.encode("Good morrow.\n\n")[-1] == 628                  # what plain encoding gives
+
+
+def test_a_reply_of_only_spaces_is_called_empty(monkeypatch):
+    """A barely trained model may answer with spaces alone: the chat says so instead of
+    leaving a blank line that looks stuck."""
+    import tinygpt.chat as chat_module
+    space = CharTokenizer.from_text(TEXT).encode(" ")[0]
+    monkeypatch.setattr(chat_module, "generate_ids", lambda *a, **k: iter([space, space, space]))
+    c, out = chat(["hello"], max_new_tokens=3)
+    assert "bot>    (an empty reply)\n" in out
+    monkeypatch.setattr(chat_module, "generate_ids", lambda *a, **k: iter(CharTokenizer.from_text(TEXT).encode("hi")))
+    c, out = chat(["hello"], max_new_tokens=3)
+    assert "bot> hi\n" in out and "empty" not in out

@@ -124,3 +124,26 @@ def test_checkpoint_and_pretrained_together_are_refused(command, tmp_path):
     # before, --pretrained silently won
     result = tinygpt(command, "--checkpoint", str(tmp_path), "--pretrained", "gpt2", cwd=tmp_path)
     assert_one_line_error(result, "--checkpoint", "--pretrained", "give one of them")
+
+
+def test_version_is_printed():
+    result = tinygpt("--version")
+    assert result.returncode == 0 and result.stdout.startswith("tinygpt ") and len(result.stdout.split()) == 2
+
+
+def test_a_file_given_as_checkpoint_names_its_folder(tmp_path):
+    from autograd import backend
+    from tinygpt import GPT2, GPTConfig
+    from tinygpt.checkpoint import save_model
+    from tinygpt.tokenizer import CharTokenizer
+    backend.seed(0)
+    tok = CharTokenizer.from_text("abc\n")
+    save_model(GPT2(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=4),
+                    tokenizer=tok), tmp_path / "best")
+    weights = tmp_path / "best" / "model.safetensors"
+    assert weights.exists()
+    assert_one_line_error(tinygpt("generate", "--checkpoint", str(weights)), "is a file",
+                          f"({tmp_path / 'best'})")
+    stray = tmp_path / "random.bin"
+    stray.write_bytes(b"\x00" * 10)
+    assert_one_line_error(tinygpt("generate", "--checkpoint", str(stray)), "is a file", "tinygpt train")

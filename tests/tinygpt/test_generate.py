@@ -293,3 +293,27 @@ def test_draw_gives_the_ids_numpys_choice_gives_for_the_same_seed(top_k, top_p):
         ours, numpys = np.random.default_rng(seed), np.random.default_rng(seed)
         assert [draw(probs, ours) for _ in range(3)] == [int(numpys.choice(probs.size, p=probs)) for _ in range(3)]
         assert ours.random() == numpys.random()
+
+
+def test_top_k_zero_means_every_token_on_the_command_line_and_in_the_chat(capsys):
+    """The chat's /topk 0 turned top-k off while --top-k 0 was refused; both now read a user's
+    top-k through generate.top_k_from_user, and refuse a negative one by its rule."""
+    import io
+
+    from tinygpt.chat import Chat
+    from tinygpt.cli import build_parser
+    from tinygpt.generate import top_k_from_user
+    assert build_parser().parse_args(["generate", "--top-k", "0"]).top_k is None
+    assert build_parser().parse_args(["generate", "--top-k", "7"]).top_k == 7
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["generate", "--top-k", "-1"])
+    assert "argument --top-k: must be 0 (every token) or a positive integer, got -1" in capsys.readouterr().err
+    out = io.StringIO()
+    chat = Chat.__new__(Chat)                       # only its command handling is exercised
+    chat.out, chat.debug = out, False
+    chat.temperature, chat.top_k, chat.top_p, chat.max_new_tokens = 0.8, 200, None, 150
+    chat.command("/topk 0")
+    assert chat.top_k is None and "(top-k off)" in out.getvalue()
+    chat.command("/topk -1")
+    assert chat.top_k is None and "must be 0 (every token) or a positive integer, got -1" in out.getvalue()
+    assert top_k_from_user(3) == 3

@@ -117,7 +117,7 @@ def test_ctrl_c_saves_and_exits_cleanly(corpus, tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 130, stderr      # as a shell reports SIGINT: a script can tell it from a finished run
     assert "Traceback" not in stderr
     assert "interrupted at step" in stdout and "--resume" in stdout
     state = json.loads((out / "latest" / "state.json").read_text())
@@ -259,8 +259,10 @@ def test_progress_to_a_pipe_is_plain_lines_without_carriage_returns(corpus, tmp_
     result = cli_train(corpus, tmp_path / "run", "--max-iters", "20", "--eval-interval", "20")   # progress on
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stderr and "\r" not in result.stdout
-    steps = [line.split(":")[0] for line in result.stderr.splitlines() if line.startswith("step ")]
-    assert steps == [f"step {s}/20" for s in range(2, 21, 2)]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("step ")]
+    # on steps whose loss was just read (every 10th): none blank, none repeating the one before
+    assert [line.split(":")[0] for line in lines] == ["step 10/20", "step 20/20"]
+    assert all(" loss " in line + " " and "tok/s" in line for line in lines), lines
 
 
 def test_the_steps_read_the_device_once_every_ten_steps_and_log_every_step(corpus, tmp_path, monkeypatch):
@@ -393,3 +395,78 @@ def test_the_heads_buffer_is_let_go_when_the_run_ends(corpus, tmp_path):
         linear_cross_entropy._probs_buffer = keep
     assert seen and seen[1] is seen[0]                             # kept from step to step during the run
     assert linear_cross_entropy._SPARE["probs"] is None           # and not after it
+
+
+def test_a_run_of_zero_steps_saves_the_untrained_model_it_reports(corpus, tmp_path):
+    out = tmp_path / "run"
+    result = cli_train(corpus, out, "--max-iters", "0", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "done: 0 steps" in result.stdout and "checkpoint" in result.stdout
+    assert json.loads((out / "latest" / "state.json").read_text())["step"] == 0
+    assert GPT2.load(out).config.block_size == 16
+
+
+def test_a_second_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(corpus, tmp_path, monkeypatch):
+    lines = []
+    def interrupted(self):
+        raise KeyboardInterrupt                              # a second Ctrl-C during step 0's evaluation
+    monkeypatch.setattr(Trainer, "evaluate", interrupted)
+    summary = Trainer(small_config(corpus, tmp_path / "run"), out_stream=lines.append).run()
+    assert summary["interrupted"] and summary["step"] == 0
+    said = " ".join(lines)
+    assert "nothing was saved" in said and "--overwrite" in said and "None" not in said
+    assert not (tmp_path / "run" / "latest").exists()
+
+
+def test_a_folder_with_a_log_but_no_checkpoint_is_answered_with_overwrite_not_resume(corpus, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"kind": "train", "step": 1, "loss": 4.0, "lr": 0.001, "dt": 0.1}\n')
+    before = file_hashes(out)
+    again = cli_train(corpus, out, "--max-iters", "4", "--no-progress")
+    assert again.returncode == 1 and again.stderr.strip().count("\n") == 0, again.stderr
+    assert "--overwrite" in again.stderr and "--resume" not in again.stderr
+    resumed = cli_train(corpus, out, "--max-iters", "4", "--resume", "--no-progress")
+    assert resumed.returncode == 1 and resumed.stderr.strip().count("\n") == 0, resumed.stderr
+    assert "stopped before saving one" in resumed.stderr and "--overwrite" in resumed.stderr
+    assert file_hashes(out) == before
+    fresh = cli_train(corpus, out, "--max-iters", "4", "--eval-interval", "4", "--overwrite", "--no-progress")
+    assert fresh.returncode == 0, fresh.stderr
+
+
+def test_resuming_compares_a_model_flag_with_the_value_the_run_was_built_with(corpus, tmp_path):
+    """A run trained without --block-size has the preset's context (tiny: 16) and stores None
+    for the flag; on resume, --block-size 16 is that same model, and 8 is refused naming 16."""
+    out = tmp_path / "run"
+    first = subprocess.run([sys.executable, "-m", "tinygpt", "train", "--data", str(corpus), "--out", str(out),
+                            "--preset", "tiny", "--tokenizer", "char", "--batch-size", "4", "--eval-iters", "1",
+                            "--sample-tokens", "0", "--max-iters", "4", "--eval-interval", "4", "--no-progress"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert GPT2.load(out).config.block_size == 16
+    other = cli_train(corpus, out, "--max-iters", "8", "--resume", "--block-size", "8", "--no-progress")
+    assert other.returncode == 1 and "--block-size 8 (the run has 16)" in other.stderr, other.stderr
+    same = cli_train(corpus, out, "--max-iters", "8", "--eval-interval", "4", "--resume", "--no-progress")
+    assert same.returncode == 0, same.stderr                 # cli_train passes --block-size 16
+
+
+def test_resuming_on_another_corpus_says_so(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert cli_train(corpus, out, "--max-iters", "4", "--eval-interval", "4", "--no-progress").returncode == 0
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(reversed(CORPUS.splitlines())) + "\n")   # the same characters, in another order
+    resumed = cli_train(other, out, "--max-iters", "8", "--eval-interval", "4", "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"trained on {corpus}" in resumed.stdout and f"goes on with {other}" in resumed.stdout
+    same = cli_train(other, out, "--max-iters", "12", "--eval-interval", "4", "--resume", "--no-progress")
+    assert same.returncode == 0 and "note: this run trained on" not in same.stdout
+
+
+def test_a_warm_up_longer_than_the_run_is_pointed_out(corpus, tmp_path):
+    lines = []
+    Trainer(small_config(corpus, tmp_path / "run", max_iters=4, warmup_iters=10), out_stream=lines.append).run()
+    notes = [line for line in lines if line.startswith("note: --warmup-iters 10")]
+    assert len(notes) == 1 and "ends at 0.0012" in notes[0], lines          # 3e-3 * 4 / 10
+    lines.clear()
+    Trainer(small_config(corpus, tmp_path / "run2", max_iters=4, warmup_iters=4), out_stream=lines.append).run()
+    assert not any(line.startswith("note: --warmup") for line in lines)     # it reaches --lr at the last step
