@@ -260,7 +260,7 @@ class Trainer:
             trained_on = resume["state"]["train_config"].get("data")
             cfg = self.cfg = resumed_config(cfg, self.explicit, resume["state"])
             cfg.out = str(out)
-            if cfg.data != trained_on:
+            if not _same_corpus(cfg.data, trained_on):
                 self.print(f"note: this run trained on {trained_on or 'the bundled corpus'} and goes on with "
                            f"{cfg.data or 'the bundled corpus'}: its val loss from here is measured on the new "
                            "corpus (and best/ is kept by that measure)")
@@ -538,6 +538,13 @@ class NullReporter:
 
     def plot(self, wait=False):
         pass
+
+
+def _same_corpus(a, b) -> bool:
+    """Whether two --data values name the same corpus (None: the bundled one)."""
+    if a is None or b is None:
+        return a is b
+    return a == b or Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def _int_seed(sequence) -> int:
