@@ -95,7 +95,8 @@ def tiny_train_config(out: Path, steps: int, device: str, seed: int = 1337):
 
 def trained_model(args, out: Path, steps: int):
     """A GPT2 to look at: ``--checkpoint DIR`` if given (a run of ``tinygpt train``),
-    otherwise one trained here, with tinygpt's own Trainer, into ``out/model``."""
+    otherwise one trained here, with tinygpt's own Trainer, into ``out/model``: the
+    lesson's own folder, trained afresh on every run of the lesson (overwrite)."""
     from tinygpt import GPT2
     from tinygpt.train import Trainer
 
@@ -105,8 +106,9 @@ def trained_model(args, out: Path, steps: int):
     run = Path(out) / "model"
     print(f"training a small character-level GPT for {steps} steps (run folder {run}) ...")
     t0 = time.time()
-    summary = Trainer(tiny_train_config(run, steps, args.device),
-                      out_stream=lambda line: print("  " + line)).run()
+    cfg = tiny_train_config(run, steps, args.device)
+    cfg.overwrite = True          # a second run of the lesson replaces the first one's model
+    summary = Trainer(cfg, out_stream=lambda line: print("  " + line)).run()
     print(f"  done in {time.time() - t0:.0f} s: validation loss {summary['val_loss']:.3f} nats/character")
     return GPT2.load(run, device=args.device)
 

@@ -66,6 +66,16 @@ def test_a_lesson_given_a_checkpoint_uses_it_instead_of_training(tmp_path):
     assert (tmp_path / "06" / "06_next_token_distribution.png").stat().st_size > 5000
 
 
+def test_a_lesson_that_trains_runs_again_into_the_same_folder(tmp_path):
+    """Its model's folder is its own: a second run trains it afresh (it was refused as a run
+    already there, with advice to use flags the lessons do not have)."""
+    out = tmp_path / "05"
+    assert run_lesson("05_train_tiny_gpt", out, "--steps", "5").returncode == 0
+    again = run_lesson("05_train_tiny_gpt", out, "--steps", "5")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Traceback" not in again.stderr
+
+
 def test_device_cuda_without_cupy_or_a_gpu_ends_with_one_line(tmp_path):
     from tests.conftest import cuda_available
     if cuda_available():
