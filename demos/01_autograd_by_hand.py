@@ -70,7 +70,7 @@ def main():
     b = Tensor(B, dtype="float64", requires_grad=True)
     c = Tensor(C, dtype="float64", requires_grad=True)
     loss = forward(a, b, c)
-    loss.backward()   # visits tanh, add, mul in reverse order; each node's backward is one line above
+    loss.backward()   # visits L = t*a, tanh, add, e = a*b: the forward in reverse; each backward is a line above
     print(f"engine's L = {float(loss.data):.6f}  (device: {backend.device_info()})")
     print(f"{'input':<6}{'by hand':>14}{'engine':>14}{'difference':>14}")
     worst = 0.0

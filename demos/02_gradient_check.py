@@ -117,6 +117,8 @@ def main():
     except GradcheckError as exc:
         print("caught: the gradient check rejected the broken backward")
         print("  " + str(exc)[:300])
+        print("  (gradcheck reduces the output to one number with its own fixed random weights, not this")
+        print("  lesson's g, so these values are a different dL/dx from the one compared above)")
 
     # Scatter of every element of dL/dx: numeric (x axis) against analytic (y axis).
     numeric = np.zeros((N, C))

@@ -82,9 +82,10 @@ def main():
     print("out = P v, a matrix product (see linear.py): the gradient of each factor is g times the other")
     dv = show("dv", "P^T g", P.T @ g, "v", v)
     dP = show("dP", "g v^T", g @ v.T, "P", P)
-    print("\nP[i,:] = softmax(S[i,:]): dP_ij/dS_il = P_ij (delta_jl - P_il), so")
-    row = (dP * P).sum(axis=1, keepdims=True)                   # (T, 1), sum_l dP_il P_il
-    dS = show("dS", "P * (dP - sum_l dP_il P_il)", P * (dP - row), "S", S)
+    print("\nP[i,:] = softmax(S[i,:]): the partial derivative of P_ij by S_il is P_ij (delta_jl - P_il),")
+    print("so the chain rule over j gives dS_il = sum_j dP_ij P_ij (delta_jl - P_il) = P_il (dP_il - sum_j dP_ij P_ij)")
+    row = (dP * P).sum(axis=1, keepdims=True)                   # (T, 1), sum_j dP_ij P_ij: one number per row i
+    dS = show("dS", "P * (dP - sum_j dP_ij P_ij)", P * (dP - row), "S", S)
     print(f"{'':<9}where P = 0 (the future) dS = 0 exactly: masked scores send no gradient back."
           f" max |dS| above the diagonal = {np.abs(dS[future]).max() if future.any() else 0.0:.1e}")
     print("\nS = q k^T / sqrt(hs), a matrix product again:")
@@ -107,7 +108,7 @@ def main():
     panels = [("scores S = q k^T / sqrt(hs)\n(grey: masked, -inf)", np.where(future, np.nan, S)),
               ("weights P = softmax(S)", P),
               ("dP = g v^T", dP),
-              ("dS = P * (dP - rowsum(dP * P))\n(zero wherever P is zero)", dS)]
+              ("dS = P * (dP - rowsum(dP * P))\n(zero where P is 0, and in row 0, whose one weight is 1)", dS)]
     for ax, (title, m) in zip(axes[0], panels):
         limit = np.nanmax(np.abs(m))
         if m is P:                                              # probabilities: 0 (white) .. 1
@@ -117,7 +118,7 @@ def main():
         for (i, j), value in np.ndenumerate(m):
             if np.isnan(value):
                 continue
-            text = "0" if value == 0 else f"{value:.2f}"       # exact zeros (the mask) as a plain 0
+            text = "0" if abs(value) < 0.005 else f"{value:.2f}"   # zeros (the mask; row 0's rounding) as a plain 0
             dark = abs(value) > 0.6 * limit                     # white text on dark cells
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
         ax.set_title(title, fontsize=10)

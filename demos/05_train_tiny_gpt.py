@@ -61,7 +61,8 @@ def main():
     worst = max(range(len(norms)), key=lambda i: norms[i])
     if norms[worst] > 1.0:
         print(f"the largest, {norms[worst]:.1f} at step {train[worst]['step']}, was scaled down {norms[worst]:.0f}-fold "
-              "by clipping: one bad batch cannot throw the weights far.")
+              "by clipping: a spike (an unlucky batch, or too big a step early in training) enters AdamW's "
+              "running averages of g and g^2 no bigger than an ordinary gradient.")
     print("a sample (temperature 0.8):")
     print("  " + generate_text(model, "ROMEO:", max_new_tokens=120, temperature=0.8, seed=0).replace("\n", "\n  "))
 

@@ -9,7 +9,7 @@ turns them into a distribution and draws the next token from it
     top-k            keep the k most likely tokens, renormalise
     top-p (nucleus)  keep the fewest most likely tokens whose total is >= p, renormalise
 
-We take one trained model (trained here in about 20 s, or ``--checkpoint DIR`` from
+We take one trained model (trained here in a few seconds, or ``--checkpoint DIR`` from
 ``tinygpt train``), look at the next-token distribution after a prompt under each
 setting, and let each setting write a continuation from the same random seed.
 
@@ -55,7 +55,8 @@ def main():
         dists[name] = probs
         alive = probs > 0
         entropy = max(0.0, -(probs[alive] * np.log(probs[alive])).sum())   # (no "-0.000")
-        top3 = ", ".join(f"{_common.token_label(tok, i)} {probs[i]:.2f}" for i in np.argsort(-probs)[:3])
+        top3 = ", ".join(f"{_common.token_label(tok, i)} {probs[i]:.2f}"
+                         for i in np.argsort(-probs, kind="stable")[:3] if probs[i] > 0)   # cut tokens are not "likely"
         print(f"{name:<28}{int(alive.sum()):>12}{entropy:>16.3f}   {top3}")
     print("greedy keeps one token; a low temperature sharpens the distribution (lower entropy), a high one "
           "flattens it;\ntop-k and top-p cut the long tail of unlikely tokens, which is where nonsense comes from.")

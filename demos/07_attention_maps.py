@@ -8,8 +8,11 @@ hands them out when asked: ``model(ids, attention=maps)`` appends one array
 
 We draw them as heatmaps for one sentence (rows: the position reading, columns: the
 position read), and summarise each head by its mean attention distance: how far back,
-on average, it looks. Heads that look one or two characters back read the local
-spelling; heads that look far back gather context.
+on average, it looks. A head that spread its weight evenly over every earlier position
+would look (T - 1) / 4 back on average (the printed baseline); a head well below it reads
+mostly the nearby characters (the local spelling), one near it gathers from the whole
+context. A small model trained for seconds has heads that differ only a little; a longer
+run (``--checkpoint`` of a ``tinygpt train`` run) separates them more.
 
     python demos/07_attention_maps.py [--checkpoint runs/shakespeare] [--text "..."]
 """
@@ -45,16 +48,20 @@ def main():
     distance = (P * offsets).sum(axis=-1).mean(axis=-1)          # (n_layer, nh): mean over queries i
     previous = np.array([[np.diagonal(P[l, h], offset=-1).mean() for h in range(nh)] for l in range(n_layer)])
     itself = np.array([[np.diagonal(P[l, h]).mean() for h in range(nh)] for l in range(n_layer)])
-    print(f"{'head':<10}{'mean distance':>15}{'on itself':>12}{'on previous':>13}   strongest link (query <- key)")
+    even = (T - 1) / 4                                           # mean over i of i/2: weight 1/(i+1) on each j <= i
+    lift = P * (np.arange(T)[:, None] + 1)                       # P[i, j] against the even weight 1/(i+1)
+    print(f"{'head':<10}{'mean distance':>15}{'on itself':>12}{'on previous':>13}   "
+          "strongest link against an even spread (query@i <- key@j)")
     for layer in range(n_layer):
         for head in range(nh):
-            m = P[layer, head].copy()
+            m = lift[layer, head].copy()
             m[0, 0] = 0                                          # the first token can only look at itself
             i, j = np.unravel_index(np.argmax(m), m.shape)
             print(f"{layer}.{head:<8}{distance[layer, head]:>15.2f}{itself[layer, head]:>12.2f}"
-                  f"{previous[layer, head]:>13.2f}   {labels[i]!s} <- {labels[j]!s} ({m[i, j]:.2f})")
-    print("mean distance: sum_j P[i, j] (i - j), averaged over i. 'on itself' and 'on previous' average P[i, i] and "
-          "P[i, i-1].")
+                  f"{previous[layer, head]:>13.2f}   {labels[i]!s}@{i} <- {labels[j]!s}@{j} "
+                  f"(P {P[layer, head, i, j]:.2f}, {m[i, j]:.1f}x even)")
+    print(f"mean distance: sum_j P[i, j] (i - j), averaged over i; spread evenly it would be (T - 1) / 4 = {even:.2f}. "
+          "'on itself' and 'on previous' average P[i, i] and P[i, i-1].")
 
     from matplotlib.colors import PowerNorm
     from matplotlib import colormaps
@@ -85,15 +92,15 @@ def main():
         _common.save(fig, out, f"07_attention_layer{layer}.png")
 
     fig, ax = _common.figure(size=(1.6 + 0.9 * nh, 1.4 + 0.7 * n_layer))
-    image = ax.imshow(distance, cmap="magma", aspect="auto")
+    image = ax.imshow(distance, cmap="magma", aspect="auto", vmin=0)   # from 0: differences at their true size
     for (layer, head), value in np.ndenumerate(distance):
         ax.text(head, layer, f"{value:.1f}", ha="center", va="center", fontsize=9,
-                color="black" if value > distance.mean() else "white")
+                color="black" if value > distance.max() / 2 else "white")   # dark text on the bright half
     ax.set_xticks(range(nh))
     ax.set_yticks(range(n_layer))
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    ax.set_title("mean attention distance (positions back)", fontsize=10)
+    ax.set_title(f"mean attention distance (positions back; spread evenly: {even:.1f})", fontsize=10)
     fig.colorbar(image, ax=ax, label="positions")
     _common.save(fig, out, "07_attention_distance.png")
 

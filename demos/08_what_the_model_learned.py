@@ -43,7 +43,8 @@ def short(part):
 def principal_components(W):
     """The rows of W (V, C) projected on its two directions of largest variance, and the
     fraction of the variance each explains. PCA: centre the rows, take the SVD
-    W - mean = U S V^T; the projections are U S, the variances S^2 / V."""
+    W - mean = U S V^T; the projections are U S, and direction k explains the fraction
+    S_k^2 / sum(S^2) of the variance."""
     centred = W - W.mean(axis=0, keepdims=True)                  # (V, C)
     U, S, _ = np.linalg.svd(centred, full_matrices=False)        # U (V, C), S (C,)
     explained = S ** 2 / (S ** 2).sum()
@@ -105,7 +106,7 @@ def main():
         opt.zero_grad()
         losses.append(float(loss.data))
         if step % max(1, steps // 5) == 0 or step == steps - 1:
-            print(f"step {step:4d}: loss {losses[-1]:.3f}   gradient norms: " +
+            print(f"step {step + 1:4d}: loss {losses[-1]:.3f}   gradient norms: " +   # counted from 1, as in lesson 05
                   "  ".join(f"{short(part)} {history[part][-1]:.3f}" for part in parts))
     print(f"({time.time() - t0:.0f} s)")
     first = {part: float(np.mean(history[part][:5])) for part in parts}

@@ -82,7 +82,7 @@ def save(fig, out: Path, name: str) -> Path:
 
 # ----------------------------------------------------------------------------- a trained model
 def tiny_train_config(out: Path, steps: int, device: str, seed: int = 1337):
-    """A character-level GPT small enough to learn something in about 20 s on 2 cores:
+    """A character-level GPT small enough to learn something in a few seconds on 2 cores:
     2 layers, 4 heads, 64 wide, a context of 64 characters, batches of 16."""
     from tinygpt.config import TrainConfig
 
