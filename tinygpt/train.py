@@ -375,7 +375,8 @@ class Trainer:
             self.report.evaluation(self.step, losses, improved, time.time() - self.t0)
         if self.step > 0 or final:
             self.save(losses.get("val"), best=improved)
-        self.report.sample(self.model, self.cfg)
+        if self.step > 0:   # the untrained model's text is random tokens, which may spell anything
+            self.report.sample(self.model, self.cfg)
         self.report.plot()
         return losses
 

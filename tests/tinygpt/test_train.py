@@ -471,3 +471,11 @@ def test_a_warm_up_longer_than_the_run_is_pointed_out(corpus, tmp_path):
     lines.clear()
     Trainer(small_config(corpus, tmp_path / "run2", max_iters=4, warmup_iters=4), out_stream=lines.append).run()
     assert not any(line.startswith("note: --warmup") for line in lines)     # it reaches --lr at the last step
+
+
+def test_samples_are_shown_from_the_first_evaluation_after_training_not_at_step_0(corpus, tmp_path):
+    lines = []
+    Trainer(small_config(corpus, tmp_path / "run", max_iters=8, sample_tokens=5), out_stream=lines.append).run()
+    evals_and_samples = [line.split(":")[0] if line.startswith("step ") else "sample"
+                         for line in lines if line.startswith(("step ", "--- sample ---"))]
+    assert evals_and_samples == ["step 0", "step 4", "sample", "step 8", "sample"], lines
