@@ -261,7 +261,7 @@ def train(args):
             save(out / "latest.pt", dict(state, model=model.state_dict(), optimizer=optimizer.state_dict()))
             if improved:
                 save(out / "best.pt", dict(state, model=model.state_dict()))
-        if args.sample_tokens > 0:
+        if step > 0 and args.sample_tokens > 0:   # as tinygpt: none from the untrained model
             ids = sample(model, newline, args.sample_tokens, args.seed)
             print("--- sample ---\n" + "".join(data.chars[i] for i in ids).strip("\n") + "\n--------------")
 

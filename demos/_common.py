@@ -93,21 +93,33 @@ def tiny_train_config(out: Path, steps: int, device: str, seed: int = 1337):
                        device=device, seed=seed)
 
 
+LESSON_MARK = "trained-by-a-lesson.txt"   # in out/model: the run there is a lesson's, which it may replace
+
+
 def trained_model(args, out: Path, steps: int):
     """A GPT2 to look at: ``--checkpoint DIR`` if given (a run of ``tinygpt train``),
     otherwise one trained here, with tinygpt's own Trainer, into ``out/model``: the
-    lesson's own folder, trained afresh on every run of the lesson (overwrite)."""
+    lesson's own folder (it leaves a LESSON_MARK file there), trained afresh on every run
+    of the lesson. A run there that a lesson did not train is left alone: one line asks
+    for another --out."""
     from tinygpt import GPT2
     from tinygpt.train import Trainer
 
     if getattr(args, "checkpoint", None):
         print(f"loading the model of {args.checkpoint}")
         return GPT2.load(args.checkpoint, device=args.device)
+    from tinygpt.checkpoint import describe_run
     run = Path(out) / "model"
+    mark = run / LESSON_MARK
+    if describe_run(run) is not None and not mark.exists():
+        raise SystemExit(f"{run} holds a run that no lesson trained (tinygpt train's?); it is left as it is: "
+                         "give the lesson another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    mark.write_text("This model was trained by a lesson in demos/; the next run of a lesson replaces it.\n")
     print(f"training a small character-level GPT for {steps} steps (run folder {run}) ...")
     t0 = time.time()
     cfg = tiny_train_config(run, steps, args.device)
-    cfg.overwrite = True          # a second run of the lesson replaces the first one's model
+    cfg.overwrite = True          # a lesson's own folder (marked): the next run replaces its model
     summary = Trainer(cfg, out_stream=lambda line: print("  " + line)).run()
     print(f"  done in {time.time() - t0:.0f} s: validation loss {summary['val_loss']:.3f} nats/character")
     return GPT2.load(run, device=args.device)

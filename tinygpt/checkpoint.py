@@ -99,9 +99,12 @@ def resolve_checkpoint(path, prefer=("best", "latest")) -> Path:
         raise TinyGPTError(f"no checkpoint at {path}: the folder does not exist; "
                            "train one first with: tinygpt train")
     if p.is_file():
-        folder = p.parent if (p.parent / MODEL_FILE).exists() else None
-        raise TinyGPTError(f"{path} is a file: give the checkpoint's folder"
-                           + (f" ({folder})" if folder else " (a run folder written by tinygpt train)"))
+        try:
+            resolve_checkpoint(p.parent, prefer)              # the folder it is in: a run or a checkpoint?
+            hint = f" ({p.parent})"
+        except TinyGPTError:
+            hint = " (a run folder written by tinygpt train)"
+        raise TinyGPTError(f"{path} is a file: give the folder of the checkpoint" + hint)
     if (p / MODEL_FILE).exists() and (p / STATE_FILE).exists():
         return p
     for name in prefer:
@@ -110,7 +113,7 @@ def resolve_checkpoint(path, prefer=("best", "latest")) -> Path:
                 return candidate
     if describe_run(p) == LOG_ONLY:
         raise TinyGPTError(f"no checkpoint in {path}: its run stopped before saving one; start it afresh "
-                           f"with: tinygpt train --out {path} --overwrite")
+                           "with the same tinygpt train command and --overwrite")
     raise TinyGPTError(f"no checkpoint in {path}: train one first with: tinygpt train --out {path}")
 
 
@@ -205,8 +208,8 @@ def refuse_to_replace(out: Path, cfg: TrainConfig) -> None:
     held = describe_run(out)
     if held == LOG_ONLY and not cfg.overwrite:
         raise TinyGPTError(f"{out} holds the log of a run that saved no checkpoint (it stopped before its "
-                           "first); start afresh there with --overwrite, or train into another folder "
-                           "with --out DIR")
+                           "first); start afresh there with the same command and --overwrite, or train into "
+                           "another folder with --out DIR")
     if held is not None and not cfg.resume and not cfg.overwrite:
         raise TinyGPTError(
             f"{out} already holds a run ({held}); continue it with --resume (and a larger "

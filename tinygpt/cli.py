@@ -182,7 +182,7 @@ def _cmd_train(args):
     if "profile" in summary:
         return 0
     if summary["interrupted"]:   # Ctrl-C: 130, as a shell reports a program ended by SIGINT
-        return 0 if summary.get("output_closed") else 130
+        return 130 if summary.get("ctrl_c") else 0
     val = summary["val_loss"]
     print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s"
           + (f", val loss {val:.4f}" if val is not None else "")

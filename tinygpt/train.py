@@ -90,6 +90,7 @@ class Trainer:
         self.cfg = cfg
         self._write = out_stream or _tqdm_print
         self._output_closed = False
+        self._ctrl_c = False          # a Ctrl-C arrived (the command then exits 130)
         self.print = self._print
         self._stop_requested = False
         self.world = dist.LocalWorld()   # run() replaces it with the MPI world under mpiexec
@@ -128,13 +129,14 @@ class Trainer:
         params, xp, several = model.parameters(), backend.xp(), world.size > 1
         self.report.banner(self)
         if cfg.max_iters > self.step and cfg.warmup_iters > cfg.max_iters:
-            self.print(f"note: --warmup-iters {cfg.warmup_iters} is more than --max-iters {cfg.max_iters}: the "
+            default = "" if "warmup_iters" in self.explicit else " (the default)"
+            self.print(f"note: --warmup-iters {cfg.warmup_iters}{default} is more than --max-iters {cfg.max_iters}: the "
                        f"learning rate rises for the whole run and ends at {self.schedule(cfg.max_iters - 1):.2g} "
                        f"(--lr is {cfg.lr:g})")
         self.t0, losses, interrupted = time.time(), {}, False
         with self._ctrl_c_finishes_the_step(), self.report.progress(cfg, self.step):
             try:
-                if self.step == 0:
+                if self.last_good_step is None:                        # a new run (not one resumed at step 0)
                     losses = self._eval_and_save(final=cfg.max_iters == 0)   # --max-iters 0: the untrained model
                 model.train()
                 while self.step < cfg.max_iters:
@@ -185,8 +187,7 @@ class Trainer:
             self.report.plot(wait=True)
         return {"step": self.step, "train_loss": losses.get("train"), "val_loss": losses.get("val"),
                 "best_val_loss": self.best_val, "out": str(self.out), "seconds": time.time() - self.t0,
-                "interrupted": interrupted, "output_closed": self._output_closed, "rank": world.rank,
-                "world_size": world.size}
+                "interrupted": interrupted, "ctrl_c": self._ctrl_c, "rank": world.rank, "world_size": world.size}
 
     def _profile(self):
         """--profile N: N training steps (after 2 warm-up steps) under autograd.profiler, then
@@ -264,6 +265,8 @@ class Trainer:
                 self.print(f"note: this run trained on {trained_on or 'the bundled corpus'} and goes on with "
                            f"{cfg.data or 'the bundled corpus'}: its val loss from here is measured on the new "
                            "corpus (and best/ is kept by that measure)")
+        if cfg.data is not None:   # saved resolved: a resume from another folder finds the same corpus
+            cfg.data = str(Path(cfg.data).expanduser().resolve())
         text, name = load_corpus(cfg.data)
         self.out = Path(cfg.out) if cfg.out else Path("runs") / name
         cfg.out = str(self.out)
@@ -400,6 +403,7 @@ class Trainer:
     def _ctrl_c_finishes_the_step(self):
         """The first Ctrl-C lets the step finish and the run save; a second stops at once."""
         def request_stop(signum, frame):
+            self._ctrl_c = True
             if self._stop_requested:
                 raise KeyboardInterrupt
             self._stop_requested = True
@@ -566,7 +570,7 @@ class _ProgressLines:
     def __init__(self, total, start, stream):
         self.total, self.step, self.stream = total, start, stream
         tenth = max(1, (total - start) // 10)
-        self.every = READ_EVERY * max(1, round(tenth / READ_EVERY))
+        self.every = READ_EVERY * max(1, int(tenth / READ_EVERY + 0.5))
         self.postfix = ""
 
     def set_postfix_str(self, text):

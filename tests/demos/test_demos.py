@@ -76,6 +76,21 @@ def test_a_lesson_that_trains_runs_again_into_the_same_folder(tmp_path):
     assert "Traceback" not in again.stderr
 
 
+def test_a_lesson_leaves_a_run_it_did_not_train_alone(tmp_path):
+    """--out pointing where tinygpt train wrote a run named model: the lesson says so in one
+    line and changes nothing."""
+    out = tmp_path / "mine"
+    assert run_lesson("05_train_tiny_gpt", tmp_path / "05", "--steps", "5").returncode == 0
+    import shutil
+    shutil.copytree(tmp_path / "05" / "model", out / "model")
+    (out / "model" / "trained-by-a-lesson.txt").unlink()       # now a run no lesson made
+    before = {p: p.read_bytes() for p in sorted((out / "model").rglob("*")) if p.is_file()}
+    result = run_lesson("06_sampling", out)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "no lesson trained" in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
+    assert {p: p.read_bytes() for p in sorted((out / "model").rglob("*")) if p.is_file()} == before
+
+
 def test_device_cuda_without_cupy_or_a_gpu_ends_with_one_line(tmp_path):
     from tests.conftest import cuda_available
     if cuda_available():

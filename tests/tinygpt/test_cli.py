@@ -128,7 +128,7 @@ def test_checkpoint_and_pretrained_together_are_refused(command, tmp_path):
 
 def test_version_is_printed():
     result = tinygpt("--version")
-    assert result.returncode == 0 and result.stdout.startswith("tinygpt ") and len(result.stdout.split()) == 2
+    assert result.returncode == 0 and result.stdout.startswith("tinygpt "), result.stdout
 
 
 def test_a_file_given_as_checkpoint_names_its_folder(tmp_path):
@@ -144,6 +144,14 @@ def test_a_file_given_as_checkpoint_names_its_folder(tmp_path):
     assert weights.exists()
     assert_one_line_error(tinygpt("generate", "--checkpoint", str(weights)), "is a file",
                           f"({tmp_path / 'best'})")
-    stray = tmp_path / "random.bin"
+    log = tmp_path / "run" / "log.jsonl"                            # a file in a run folder: the run is named
+    (tmp_path / "best").rename(tmp_path / "run")
+    (tmp_path / "run" / "best").mkdir()
+    for name in ("model.safetensors", "state.json"):
+        (tmp_path / "run" / name).rename(tmp_path / "run" / "best" / name)
+    log.write_text("")
+    assert_one_line_error(tinygpt("generate", "--checkpoint", str(log)), "is a file", f"({tmp_path / 'run'})")
+    stray = tmp_path / "elsewhere" / "random.bin"
+    stray.parent.mkdir()
     stray.write_bytes(b"\x00" * 10)
     assert_one_line_error(tinygpt("generate", "--checkpoint", str(stray)), "is a file", "tinygpt train")

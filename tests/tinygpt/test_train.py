@@ -479,3 +479,30 @@ def test_samples_are_shown_from_the_first_evaluation_after_training_not_at_step_
     evals_and_samples = [line.split(":")[0] if line.startswith("step ") else "sample"
                          for line in lines if line.startswith(("step ", "--- sample ---"))]
     assert evals_and_samples == ["step 0", "step 4", "sample", "step 8", "sample"], lines
+
+
+def test_resuming_a_run_saved_at_step_0_does_not_evaluate_step_0_again(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert cli_train(corpus, out, "--max-iters", "0", "--no-progress").returncode == 0
+    assert cli_train(corpus, out, "--max-iters", "4", "--eval-interval", "4", "--resume", "--no-progress").returncode == 0
+    evals = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "eval"]
+    assert evals == [0, 4]
+
+
+def test_the_corpus_path_is_saved_resolved_so_a_resume_from_another_folder_is_the_same_corpus(corpus, tmp_path):
+    here = tmp_path / "x"
+    (here / "sub").mkdir(parents=True)
+    (here / "c.txt").write_text(CORPUS)
+    common = ["--preset", "tiny", "--tokenizer", "char", "--block-size", "16", "--batch-size", "4", "--eval-iters", "1",
+              "--sample-tokens", "0", "--eval-interval", "4", "--no-progress", "--out", str(tmp_path / "run")]
+    def train(cwd, data, *extra):
+        return subprocess.run([sys.executable, "-m", "tinygpt", "train", "--data", data, *common, *extra], cwd=cwd,
+                              capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert train(here, "c.txt", "--max-iters", "4").returncode == 0
+    saved = json.loads((tmp_path / "run" / "latest" / "state.json").read_text())["train_config"]["data"]
+    assert saved == str((here / "c.txt").resolve())
+    resumed = train(here / "sub", "../c.txt", "--max-iters", "8", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "note: this run trained on" not in resumed.stdout, resumed.stdout
