@@ -17,6 +17,8 @@ Each part runs in its own process, with a time limit, on the CUDA device:
            each framework in its own process
   attention  benchmarks/bench_attention.py: one layer's attention (B 8, 12 heads, T 1024),
            the fused-softmax kernel against the flash kernels: time, memory, agreement
+  profile  tinygpt train --profile 5 of GPT-2 124M at batch 8, context 1024 (TF32): where
+           a step's time goes, kernel by kernel (every timing waits for the device)
 
 The exit status is 0 only when every part passes; every part's log is kept and
 its folder is printed. Without CuPy or a CUDA device it says so in one line and exits 1.
@@ -112,10 +114,38 @@ def part_attention(logs: Path):
     return worst <= 1e-4, sec, f"T 1024: {squeeze}; difference {worst:.1e}"
 
 
+PROFILE_ROWS = (("CausalAttention", "attention"), ("LayerNorm", "layer norm"), ("GELU", "GELU"),
+                ("AdamW (kernels/adamw.py)", "AdamW"), ("clip_grad_norm", "clipping"))
+
+
+def profile_figure(text: str) -> str | None:
+    """The profile table's step and the kernels of PROFILE_ROWS as one line, from the
+    printed table of ``tinygpt train --profile`` (None without the table's last row)."""
+    ms = {}
+    for line in text.splitlines():
+        match = re.match(r"\s+(\S.*?)\s{2,}.*?([\d.]+)\s+[\d.]+%$", line)   # name ... ms/step share%
+        if match:
+            ms[match.group(1)] = float(match.group(2))
+    if "one step" not in ms:
+        return None
+    parts = [f"{short} {ms[name]:.1f}" for name, short in PROFILE_ROWS if name in ms]
+    return f"GPT-2 step {ms['one step']:.1f} ms profiled; " + ", ".join(parts) + " ms"
+
+
+def part_profile(logs: Path):
+    env = dict(os.environ, CUPY_TF32="1",   # TF32 matmuls, as in the bench part
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    ok, sec, text = run([sys.executable, "-m", "tinygpt", "train", "--device", "cuda", "--preset", "gpt2",
+                         "--block-size", "1024", "--batch-size", "8", "--profile", "5",
+                         "--out", str(logs / "profile-run")], logs / "profile.log", 300, env=env)
+    figure = profile_figure(text)
+    return ok and figure is not None, sec, figure or "no table (see the log)"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip", default="",
-                        help="comma-separated parts to leave out: tests,lessons,train,bench,attention")
+                        help="comma-separated parts to leave out: tests,lessons,train,bench,attention,profile")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from autograd import backend
@@ -130,7 +160,8 @@ def main():
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     parts = [("tests", lambda: part_tests(logs)), ("lessons", lambda: part_lessons(logs)),
              ("train", lambda: part_train(logs, None)), ("train gpt2", lambda: part_train(logs, "gpt2")),
-             ("bench", lambda: part_bench(logs)), ("attention", lambda: part_attention(logs))]
+             ("bench", lambda: part_bench(logs)), ("attention", lambda: part_attention(logs)),
+             ("profile", lambda: part_profile(logs))]
     print(f"GPU acceptance on {device}; logs in {logs}", flush=True)
     rows = []
     for name, fn in parts:

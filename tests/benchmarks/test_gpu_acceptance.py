@@ -29,3 +29,27 @@ def test_bench_attention_runs_both_kernels_in_the_simulator_and_they_agree():
     assert "fused softmax (P kept)" in out.stdout and "flash (no P)" in out.stdout
     worst = float(out.stdout.split("largest difference, relative to the largest value:")[1].split()[0])
     assert worst <= 1e-5, out.stdout   # float32 on both, the same sums in another order
+
+
+H200_PROFILE = """where a training step's time goes: 10 steps after 2 warm-up steps; 12 layers, 768 wide
+                                           forward  backward   ms/step   share
+  CausalAttention                            42.17     56.62     98.80   36.3%
+  Linear                                     12.00     27.17     39.17   14.4%
+  LayerNorm                                  17.31     19.38     36.69   13.5%
+  GELU                                        4.56      5.32      9.88    3.6%
+  clip_grad_norm                                                 12.44    4.6%
+  AdamW (kernels/adamw.py)                                       28.39   10.4%
+  the rest: the tape, Python, batches                            15.10    5.5%
+  one step                                                      272.36  100.0%
+"""   # rows of the table an H200 printed on 2026-11-30 (benchmarks/README.md)
+
+
+def test_the_profile_part_reads_the_step_and_the_kernels_off_the_printed_table():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from gpu_acceptance import profile_figure
+    finally:
+        sys.path.pop(0)
+    assert profile_figure(H200_PROFILE) == ("GPT-2 step 272.4 ms profiled; attention 98.8, layer norm 36.7, "
+                                            "GELU 9.9, AdamW 28.4, clipping 12.4 ms")
+    assert profile_figure("Traceback (most recent call last):\n  ...") is None
