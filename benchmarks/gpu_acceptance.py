@@ -19,6 +19,8 @@ Each part runs in its own process, with a time limit, on the CUDA device:
            the fused-softmax kernel against the flash kernels: time, memory, agreement
   profile  tinygpt train --profile 5 of GPT-2 124M at batch 8, context 1024 (TF32): where
            a step's time goes, kernel by kernel (every timing waits for the device)
+  launch   benchmarks/bench_launch.py: what one kernel launch costs the host, numba-cuda's
+           (AdamW's, an empty one) against one of CuPy's
 
 The exit status is 0 only when every part passes; every part's log is kept and
 its folder is printed. Without CuPy or a CUDA device it says so in one line and exits 1.
@@ -142,10 +144,26 @@ def part_profile(logs: Path):
     return ok and figure is not None, sec, figure or "no table (see the log)"
 
 
+def launch_figure(text: str) -> str | None:
+    """bench_launch.py's rows as one line of queued microseconds per call (None without
+    its three rows)."""
+    rows = [re.match(r"(\S.*?)\s{2,}([\d.]+)\s+([\d.]+)$", line) for line in text.splitlines()]
+    rows = [(m.group(1).split(" (")[0].split(",")[0], float(m.group(2))) for m in rows if m]
+    if len(rows) != 3:
+        return None
+    return "us per launch, queued: " + "; ".join(f"{name} {us:.1f}" for name, us in rows)
+
+
+def part_launch(logs: Path):
+    ok, sec, text = run([sys.executable, "benchmarks/bench_launch.py"], logs / "launch.log", 120)
+    figure = launch_figure(text)
+    return ok and figure is not None, sec, figure or "no result (see the log)"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip", default="",
-                        help="comma-separated parts to leave out: tests,lessons,train,bench,attention,profile")
+                        help="comma-separated parts to leave out: tests,lessons,train,bench,attention,profile,launch")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from autograd import backend
@@ -161,7 +179,7 @@ def main():
     parts = [("tests", lambda: part_tests(logs)), ("lessons", lambda: part_lessons(logs)),
              ("train", lambda: part_train(logs, None)), ("train gpt2", lambda: part_train(logs, "gpt2")),
              ("bench", lambda: part_bench(logs)), ("attention", lambda: part_attention(logs)),
-             ("profile", lambda: part_profile(logs))]
+             ("profile", lambda: part_profile(logs)), ("launch", lambda: part_launch(logs))]
     print(f"GPU acceptance on {device}; logs in {logs}", flush=True)
     rows = []
     for name, fn in parts:

@@ -53,3 +53,20 @@ def test_the_profile_part_reads_the_step_and_the_kernels_off_the_printed_table()
     assert profile_figure(H200_PROFILE) == ("GPT-2 step 272.4 ms profiled; attention 98.8, layer norm 36.7, "
                                             "GELU 9.9, AdamW 28.4, clipping 12.4 ms")
     assert profile_figure("Traceback (most recent call last):\n  ...") is None
+
+
+def test_bench_launch_runs_in_the_simulator_and_the_acceptance_reads_its_rows():
+    pytest.importorskip("numba", reason="numba-cuda runs the CUDA kernels in its simulator (the test extra)")
+    out = subprocess.run([sys.executable, "benchmarks/bench_launch.py", "--device", "cuda-sim", "--size", "16",
+                          "--calls", "2", "--repeats", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from gpu_acceptance import launch_figure
+    finally:
+        sys.path.pop(0)
+    figure = launch_figure(out.stdout)
+    assert figure is not None, out.stdout
+    names = [part.rsplit(" ", 1)[0] for part in figure.split(": ", 1)[1].split("; ")]
+    assert names == ["AdamW kernel", "empty numba-cuda kernel", "CuPy: p *= 0.999"], figure
+    assert launch_figure("bench_launch: no CUDA device") is None
