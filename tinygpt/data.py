@@ -28,6 +28,7 @@ from .errors import TinyGPTError
 
 BUNDLED_NAME = "shakespeare"
 TRAIN_FRACTION = 0.9
+LARGE_TEXT = 20_000_000   # characters: tokenizing more takes seconds (about 2 s per 20 MB here), so it is announced
 
 
 def cache_dir() -> Path:
@@ -84,11 +85,12 @@ class TokenData:
     """The corpus as token ids, split 90/10, with seeded random windows.
 
     ``seed``: an int or a ``SeedSequence`` (see ``stream_seed``). ``write_cache=False``
-    reads the token cache if it is there but never writes it (ranks other than 0)."""
+    reads the token cache if it is there but never writes it (ranks other than 0). ``say``
+    (a print function) is told when a large text is about to be tokenized."""
 
-    def __init__(self, text: str, tokenizer, block_size: int, seed=0, write_cache: bool = True):
+    def __init__(self, text: str, tokenizer, block_size: int, seed=0, write_cache: bool = True, say=None):
         self.block_size = int(block_size)
-        self.tokens = self._tokens(text, tokenizer, write_cache)
+        self.tokens = self._tokens(text, tokenizer, write_cache, say)
         n = len(self.tokens)
         cut = int(n * TRAIN_FRACTION)
         self.splits = {"train": self.tokens[:cut], "val": self.tokens[cut:]}
@@ -101,13 +103,16 @@ class TokenData:
         self.rng = np.random.default_rng(seed)
 
     @staticmethod
-    def _tokens(text: str, tokenizer, write_cache=True):
+    def _tokens(text: str, tokenizer, write_cache=True, say=None):
         key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
         tok = tokenizer.to_dict()
         tok_key = hashlib.sha256(json.dumps(tok, sort_keys=True).encode()).hexdigest()[:12]
         path = cache_dir() / f"{key}-{tok['kind']}-{tok_key}.u16"
         if path.exists():
             return np.memmap(path, dtype=np.uint16, mode="r")
+        if say is not None and len(text) >= LARGE_TEXT:
+            say(f"tokenizing {len(text) / 1e6:.0f} million characters (once: the tokens are cached for the "
+                "next run) ...")
         ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
         if ids.size and int(ids.max()) > 65535:
             raise TinyGPTError("token ids above 65535 do not fit the uint16 cache")

@@ -287,7 +287,7 @@ class Trainer:
             backend.seed(_int_seed(stream_seed(cfg.seed, world.rank)))
             world.barrier()  # rank 0 tokenizes first and writes the token cache, then the others read it
         self.data = TokenData(text, tokenizer, mcfg.block_size, seed=stream_seed(cfg.seed + 1, world.rank),
-                              write_cache=world.is_main)
+                              write_cache=world.is_main, say=self.print)
         if world.is_main:
             world.barrier()
         eval_rng = np.random.default_rng(cfg.seed + 2)   # fixed evaluation batches, apart from training's

@@ -85,3 +85,15 @@ def test_batches_are_reproducible_from_the_seed_and_the_saved_state():
     c = TokenData(text, tok, 8, seed=99)
     c.set_rng_state(state)
     np.testing.assert_array_equal(c.get_batch("train", 4)[0], expected)
+
+
+def test_a_large_text_is_announced_before_it_is_tokenized_and_not_when_cached(monkeypatch):
+    import tinygpt.data as data_module
+    monkeypatch.setattr(data_module, "LARGE_TEXT", 1000)    # so that a small text counts as large
+    text = "the quick brown fox jumps over the lazy dog. " * 50  # 2250 characters
+    said = []
+    TokenData(text, GPT2Tokenizer(), block_size=8, say=said.append)
+    assert len(said) == 1 and said[0].startswith("tokenizing 0 million characters") and "cached" in said[0]
+    TokenData(text, GPT2Tokenizer(), block_size=8, say=said.append)   # from the cache: nothing to say
+    TokenData(text[:900], GPT2Tokenizer(), block_size=8, say=said.append)   # below the threshold
+    assert len(said) == 1
