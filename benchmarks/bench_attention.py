@@ -13,34 +13,30 @@ checks the script and the agreement on tiny shapes; it measures no memory.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# cuda_device.py: beside this script, whose folder is on sys.path
+from cuda_device import add_device_argument, use_device
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=["cuda", "cuda-sim"], default="cuda")
+    add_device_argument(parser)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--head-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    if args.device == "cuda-sim":
-        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    backend = use_device(args.device, "bench_attention")
     import numpy as np
 
-    from autograd import Tensor, backend
+    from autograd import Tensor
     from autograd import functional as F
-    try:
-        backend.use_backend(args.device)
-    except backend.BackendUnavailable as exc:
-        sys.exit(f"bench_attention: {exc}")
     xp = backend.xp()
     shape = (args.batch, args.heads, args.context, args.head_size)
     rng = np.random.default_rng(0)

@@ -20,13 +20,14 @@ simulator's.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# cuda_device.py: beside this script, whose folder is on sys.path
+from cuda_device import add_device_argument, use_device
 
 
 def per_call(fn, calls, repeats, synchronize, wait_each):
@@ -47,20 +48,14 @@ def per_call(fn, calls, repeats, synchronize, wait_each):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=["cuda", "cuda-sim"], default="cuda")
+    add_device_argument(parser)
     parser.add_argument("--size", type=int, default=768, help="elements of each array (default: 768)")
     parser.add_argument("--calls", type=int, default=200, help="calls per timed batch (default: 200)")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    if args.device == "cuda-sim":
-        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    backend = use_device(args.device, "bench_launch")
     import numpy as np
 
-    from autograd import backend
-    try:
-        backend.use_backend(args.device)
-    except backend.BackendUnavailable as exc:
-        sys.exit(f"bench_launch: {exc}")
     from autograd.kernels import cuda as kernels
     from autograd.kernels.cuda.launch import elementwise_grid, numba_cuda
     cuda = numba_cuda()
