@@ -27,6 +27,15 @@ from . import cpu, cuda
 
 SPLIT_ELEMENTS = 1 << 18   # elements per thread at least: below, one core (the hand-off costs more)
 
+# Whether optim.AdamW (and clip_grad_norm) should, by default, update a parameter group in
+# one call over flat buffers instead of one call per parameter: where a call costs more
+# than its arithmetic. On CUDA it does: a numba-cuda launch costs the host about 110 µs
+# (benchmarks/bench_launch.py on an H200), GPT-2 has 148 parameters. On the CPU a call
+# costs microseconds and the flat buffers would cost a copy of every gradient.
+# Chosen like a body (function.choose_body), so that no code here asks for the device.
+one_call_per_group = False
+one_call_per_group_cuda = True
+
 
 def update(p, g, m, v, lr, beta1, beta2, eps, wd, t):
     """p, m, v updated in place from g; t is the step, counted from 1."""

@@ -65,6 +65,34 @@ def test_embedding_backward_and_adamw_dispatch_to_cuda(fake_cuda, monkeypatch):
         optim.AdamW([p]).step()
 
 
+def test_on_cuda_adamw_and_clipping_take_one_call_per_group(fake_cuda, monkeypatch):
+    """Where the kernels run on CUDA the optimizer updates a group in one launch (a launch
+    costs the host ~110 µs there) and clipping makes the gradients views of one buffer; on
+    the CPU each parameter keeps its own call."""
+    sizes = []
+    monkeypatch.setattr(cuda, "adamw_step", lambda p, *rest: sizes.append(p.size))
+    params = [_rand(4, 3), _rand(5)]
+    for p in params:
+        p.grad = np.ones(p.shape)
+    optim.clip_grad_norm(params, 1.0)
+    assert params[1].grad.base is params[0].grad.base is not None
+    opt = optim.AdamW(params)
+    opt.step()
+    assert sizes == [17] and opt._flat
+
+
+def test_on_the_cpu_adamw_and_clipping_keep_one_call_per_parameter():
+    params = [_rand(4, 3), _rand(5)]
+    for p in params:
+        p.grad = np.ones(p.shape)
+    grads = [p.grad for p in params]
+    optim.clip_grad_norm(params, 1.0)
+    assert all(p.grad is g for p, g in zip(params, grads))     # scaled in place
+    opt = optim.AdamW(params)
+    opt.step()
+    assert not opt._flat
+
+
 def test_no_kernel_asks_which_device_it_is_on():
     """The reference bodies read as NumPy: no backend.is_cuda()/kernel_device() in the kernels
     or the optimizer; the choice is function.body_suffix's alone."""
@@ -185,6 +213,56 @@ def test_cuda_adamw_matches_numpy():
         results.append(p.numpy())
     autograd.use_backend("numpy")
     _close(results[1], results[0])
+
+
+@pytest.mark.gpu
+def test_cuda_adamw_and_clipping_in_one_call_per_group_equal_the_per_parameter_loop():
+    """On the GPU: foreach (the default there) against one launch per parameter, for a tiny
+    GPT-2's two decay groups. AdamW: three steps (clipped per parameter on both sides), the
+    weights and moments equal to the bit, the same arithmetic per element. Clipping: the
+    norm and the clipped gradients of one step, equal up to the order of the float32 sums.
+    (Not both together over several steps: a gradient that is rounding noise, as some are,
+    takes a full-size Adam step whose sign follows the noise.)"""
+    from tinygpt import GPT2, GPTConfig
+    cfg = GPTConfig(vocab_size=101, block_size=16, n_layer=2, n_head=4, n_embd=64)
+    x, y = np.random.default_rng(0).integers(0, 101, (2, 2, 16))
+
+    def steps(foreach, n):
+        backend.seed(0)
+        model = GPT2(cfg)
+        opt = optim.AdamW(optim.decay_groups(model.named_parameters(), 0.1), lr=1e-2, foreach=foreach)
+        for _ in range(n):
+            _, loss = model(backend.asarray(x), backend.asarray(y))
+            loss.backward()
+            optim.clip_grad_norm(model.parameters(), 0.5, foreach=False)
+            opt.step()
+            opt.zero_grad()
+        assert bool(opt._flat) == foreach
+        return {n: backend.to_numpy(p.data) for n, p in model.named_parameters()}, \
+            [backend.to_numpy(v) for entry in opt.state.values() for k, v in entry.items() if k != "step"]
+
+    def clipped(foreach):
+        backend.seed(0)
+        model = GPT2(cfg)
+        _, loss = model(backend.asarray(x), backend.asarray(y))
+        loss.backward()
+        norm = float(optim.clip_grad_norm(model.parameters(), 0.5, foreach=foreach))
+        return norm, {n: backend.to_numpy(p.grad) for n, p in model.named_parameters()}
+
+    autograd.use_backend("cupy")
+    try:
+        (w_each, m_each), (w_flat, m_flat) = steps(False, 3), steps(True, 3)
+        (n_each, g_each), (n_flat, g_flat) = clipped(False), clipped(True)
+    finally:
+        autograd.use_backend("numpy")
+    for name in w_each:
+        np.testing.assert_array_equal(w_flat[name], w_each[name])
+    for a, b in zip(m_flat, m_each):
+        np.testing.assert_array_equal(a, b)
+    # float32 sums of squares of ~120k numbers in two orders: a few hundred roundings of 6e-8 at worst
+    np.testing.assert_allclose(n_flat, n_each, rtol=1e-5)
+    for name in g_each:
+        np.testing.assert_allclose(g_flat[name], g_each[name], rtol=1e-5, atol=1e-12)
 
 
 @pytest.mark.gpu

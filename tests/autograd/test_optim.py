@@ -18,13 +18,14 @@ def _grads(step, shapes):
     return [rng.standard_normal(s).astype(np.float32) for s in shapes]
 
 
-def test_adamw_matches_torch_over_20_steps_with_decay_groups():
+@pytest.mark.parametrize("foreach", [False, True])
+def test_adamw_matches_torch_over_20_steps_with_decay_groups(foreach):
     torch = torch_or_skip()
     ours = _params()
     theirs = [torch.tensor(p.data.copy(), requires_grad=True) for p in ours]
     hyper = dict(lr=3e-3, betas=(0.9, 0.95), eps=1e-8)
     opt = optim.AdamW([{"params": [ours[0], ours[2]], "weight_decay": 0.1},
-                       {"params": [ours[1]], "weight_decay": 0.0}], **hyper)
+                       {"params": [ours[1]], "weight_decay": 0.0}], **hyper, foreach=foreach)
     topt = torch.optim.AdamW([{"params": [theirs[0], theirs[2]], "weight_decay": 0.1},
                               {"params": [theirs[1]], "weight_decay": 0.0}], **hyper, foreach=False)
     for step in range(20):
@@ -42,15 +43,16 @@ def test_adamw_matches_torch_over_20_steps_with_decay_groups():
         np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_adamw_state_dict_resumes_exactly():
+@pytest.mark.parametrize("foreach_a,foreach_b", [(False, False), (True, True), (True, False), (False, True)])
+def test_adamw_state_dict_resumes_exactly(foreach_a, foreach_b):
     a = _params()
-    opt_a = optim.AdamW(a, lr=1e-2, weight_decay=0.1)
+    opt_a = optim.AdamW(a, lr=1e-2, weight_decay=0.1, foreach=foreach_a)
     for step in range(3):
         for p, g in zip(a, _grads(step, [p.shape for p in a])):
             p.grad = g
         opt_a.step()
     b = [Tensor(p.data.copy(), requires_grad=True) for p in a]
-    opt_b = optim.AdamW(b, lr=0.5, weight_decay=0.0)
+    opt_b = optim.AdamW(b, lr=0.5, weight_decay=0.0, foreach=foreach_b)
     opt_b.load_state_dict(opt_a.state_dict())
     for step in range(3, 6):
         for pa, pb, g in zip(a, b, _grads(step, [p.shape for p in a])):
@@ -89,20 +91,95 @@ def test_sgd_with_momentum_matches_torch():
         np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("max_norm", [0.5, 1e6])
-def test_clip_grad_norm_matches_torch(max_norm):
+def test_clip_grad_norm_matches_torch(max_norm, foreach):
     torch = torch_or_skip()
     ours = _params()
     theirs = [torch.tensor(p.data.copy(), requires_grad=True) for p in ours]
     for p, tp, g in zip(ours, theirs, _grads(0, [p.shape for p in ours])):
         p.grad, tp.grad = g * 3, torch.tensor(g * 3)
-    norm = optim.clip_grad_norm(ours, max_norm)
+    norm = optim.clip_grad_norm(ours, max_norm, foreach=foreach)
     tnorm = torch.nn.utils.clip_grad_norm_(theirs, max_norm)
     np.testing.assert_allclose(float(norm), tnorm.item(), rtol=1e-6)
     for p, tp in zip(ours, theirs):
         np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-6)
     total = math.sqrt(sum(float((p.grad.astype(np.float64) ** 2).sum()) for p in ours))
     assert total <= max_norm * (1 + 1e-5) or max_norm > float(norm)
+
+
+def _steps(opt, params, steps, first=0):
+    for step in range(first, first + steps):
+        for p, g in zip(params, _grads(step, [p.shape for p in params])):
+            p.grad = g
+        opt.step()
+
+
+def _two_groups(params, **hyper):
+    return [{"params": [params[0], params[2]], "weight_decay": 0.1}, {"params": [params[1]], "weight_decay": 0.0}]
+
+
+def test_adamw_foreach_updates_every_element_exactly_as_the_per_parameter_loop():
+    """One update over the group's flat buffers is the same arithmetic, element by element,
+    as one update per parameter: weights and both moments equal to the bit."""
+    each, flat = _params(), _params()
+    opt_each = optim.AdamW(_two_groups(each), lr=1e-2, betas=(0.9, 0.95), foreach=False)
+    opt_flat = optim.AdamW(_two_groups(flat), lr=1e-2, betas=(0.9, 0.95), foreach=True)
+    _steps(opt_each, each, 5)
+    _steps(opt_flat, flat, 5)
+    assert len(opt_flat._flat) == 2 and not opt_each._flat     # the flat path ran, once per group
+    for pe, pf in zip(each, flat):
+        np.testing.assert_array_equal(pf.data, pe.data)
+        for key in ("exp_avg", "exp_avg_sq"):
+            np.testing.assert_array_equal(opt_flat.state[id(pf)][key], opt_each.state[id(pe)][key])
+        assert opt_flat.state[id(pf)]["step"] == 5
+    assert np.shares_memory(flat[0].data, opt_flat._flat[0].p)  # the weights live in the buffer
+
+
+def test_adamw_foreach_follows_a_parameter_given_a_new_array():
+    """Module.to and the like give a parameter a new array: the flat buffers are made again
+    from it at the next step, so that the parameter is still trained."""
+    each, flat = _params(), _params()
+    opt_each = optim.AdamW(each, lr=1e-2, foreach=False)
+    opt_flat = optim.AdamW(flat, lr=1e-2, foreach=True)
+    _steps(opt_each, each, 2)
+    _steps(opt_flat, flat, 2)
+    for params in (each, flat):
+        params[1].data = params[1].data.copy() + np.float32(1.0)  # a new array, another value
+        params[0].data[...] = np.float32(0.5)                     # written in place
+    _steps(opt_each, each, 2, first=2)
+    _steps(opt_flat, flat, 2, first=2)
+    for pe, pf in zip(each, flat):
+        np.testing.assert_array_equal(pf.data, pe.data)
+
+
+def test_adamw_foreach_leaves_a_group_with_a_missing_gradient_to_the_per_parameter_loop():
+    each, flat = _params(), _params()
+    before = flat[1].data.copy()
+    for opt, params in ((optim.AdamW(each, foreach=False), each), (optim.AdamW(flat, foreach=True), flat)):
+        for p, g in zip(params, _grads(0, [p.shape for p in params])):
+            p.grad = g
+        params[1].grad = None                                     # not used this step
+        opt.step()
+        assert id(params[1]) not in opt.state
+    np.testing.assert_array_equal(flat[1].data, before)
+    for pe, pf in zip(each, flat):
+        np.testing.assert_array_equal(pf.data, pe.data)
+
+
+def test_clip_grad_norm_foreach_makes_the_gradients_views_of_one_buffer_and_agrees():
+    each, flat = _params(), _params()
+    for a, b, g in zip(each, flat, _grads(0, [p.shape for p in each])):
+        a.grad, b.grad = g * 3, g * 3
+    norm_each = optim.clip_grad_norm(each, 0.5, foreach=False)
+    norm_flat = optim.clip_grad_norm(flat, 0.5, foreach=True)
+    # float32 sums of squares of 24 numbers, in two orders: a few roundings of 6e-8 apart
+    np.testing.assert_allclose(float(norm_flat), float(norm_each), rtol=1e-6)
+    assert norm_flat.dtype == np.float64
+    for a, b in zip(each, flat):
+        np.testing.assert_allclose(b.grad, a.grad, rtol=1e-6)
+        assert b.grad.shape == a.shape and b.grad.dtype == np.float32
+    assert np.shares_memory(flat[0].grad.base, flat[2].grad)
 
 
 def test_warmup_cosine_schedule():
