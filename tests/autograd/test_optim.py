@@ -115,7 +115,7 @@ def _steps(opt, params, steps, first=0):
         opt.step()
 
 
-def _two_groups(params, **hyper):
+def _two_groups(params):
     return [{"params": [params[0], params[2]], "weight_decay": 0.1}, {"params": [params[1]], "weight_decay": 0.0}]
 
 
