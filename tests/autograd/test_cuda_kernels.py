@@ -287,14 +287,14 @@ def test_row_kernels_give_the_same_rows_for_every_power_of_two_block(monkeypatch
 
 @pytest.mark.parametrize("width, expected", [
     (1, 1), (3, 4), (20, 32),            # a row shorter than a warp: the power of two that covers it
-    (64, 32), (128, 32),                 # at least a warp, though 4 a thread would need fewer
-    (129, 64), (768, 256), (1024, 256), (1025, 512),   # the power of two >= width / 4
-    (3072, 1024), (50257, 1024)])        # at most max_row_threads
-def test_row_threads_give_each_gpu_thread_about_four_elements(monkeypatch, width, expected):
+    (64, 32), (512, 32),                 # at least a warp, though 16 a thread would need fewer
+    (513, 64), (768, 64), (1024, 64), (1025, 128), (3072, 256),   # the power of two >= width / 16
+    (16385, 1024), (50257, 1024)])       # at most max_row_threads
+def test_row_threads_give_each_gpu_thread_about_sixteen_elements(monkeypatch, width, expected):
     """The GPU preset's block size for a row kernel, worked out by hand from its rule (a power
     of two of about width / row_elements threads, 32 <= threads <= 1024 where the row has 32)."""
     monkeypatch.setattr(launch, "config", launch.ON_GPU)
-    assert launch.ON_GPU.row_elements == 4
+    assert launch.ON_GPU.row_elements == 16
     assert launch.row_threads(width) == expected
 
 

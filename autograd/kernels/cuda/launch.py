@@ -144,7 +144,7 @@ class LaunchConfig:
             raise ValueError(f"LaunchConfig.row_elements={self.row_elements}: use at least 1")
 
 
-ON_GPU = LaunchConfig(max_row_threads=1024, element_threads=256, max_blocks=65535, row_elements=4)
+ON_GPU = LaunchConfig(max_row_threads=1024, element_threads=256, max_blocks=65535, row_elements=16)
 IN_SIMULATOR = LaunchConfig(max_row_threads=16, element_threads=16, max_blocks=4)   # a few ms per thread
 
 config = None   # None: ON_GPU on a real GPU, IN_SIMULATOR in numba's simulator; tests set a LaunchConfig
@@ -174,12 +174,23 @@ def row_threads(width: int) -> int:
     blocks wait the SM has nothing else to run. A profile of a GPT-2 step on an H200 put a
     layer's attention forward (two batched products and this softmax; the profile does not
     separate them) at 3.5 ms, where the softmax's 800 MB read and written take about 0.2 ms
-    at the memory's bandwidth, and a layer norm forward at 0.7 ms a call for 75 MB. At 4
-    elements a thread those rows get 256 threads: up to 8 blocks an SM, each waiting on 8
-    warps for 8 rounds, the others running meanwhile. Timed on the H200 in one session
-    (benchmarks/README.md): the profiled GPT-2 step 1.46x faster, attention 99-100 -> 62 ms,
-    layer norm 42-44 -> 22 ms (row_elements 1 against 4; other values not tried). Results
-    do not depend on this beyond rounding (the order of a row's sums); only the speed does."""
+    at the memory's bandwidth, and a layer norm forward at 0.7 ms a call for 75 MB. With
+    fewer threads a row, a block waits on fewer warps for fewer rounds, more blocks share
+    an SM, and each thread's loads are in flight together.
+
+    Measured on the H200 (benchmarks/README.md: the profiled GPT-2 step at batch 8, context
+    1024, each setting in its own process, alternating), attention (forward and backward),
+    layer norm and the whole step in ms, in two runs (the second after AdamW's launches
+    were cut from 148 to 2):
+        first run    row_elements  1: attention 99-100, layer norm 42-44, step 303-316
+                     row_elements  4: attention 62,     layer norm 22-23, step 209-212
+        second run   row_elements  4: attention 62,     layer norm 20-23, step 170-183
+                     row_elements  8: attention 56-57,  layer norm 19,    step 160-164
+                     row_elements 16: attention 55,     layer norm 18-20, step 158-164
+                     row_elements 32: attention 55,     layer norm 18,    step 158-159
+    16 it is: rows of 768 and 1024 get 64 threads (2 warps), the 50257-wide loss rows still
+    1024. Results do not depend on this beyond rounding (the order of a row's sums); only
+    the speed does."""
     cfg = current()
     cover = 1                                  # the power of two that covers the row
     while cover < width and cover < cfg.max_row_threads:
