@@ -182,6 +182,32 @@ def test_clip_grad_norm_foreach_makes_the_gradients_views_of_one_buffer_and_agre
     assert np.shares_memory(flat[0].grad.base, flat[2].grad)
 
 
+@pytest.mark.parametrize("foreach", [False, True])
+def test_clip_grad_norm_adds_the_squares_in_float64(foreach):
+    """Two float32 gradients, 12 and 3 elements of 5e18: each one's sum of squares fits in
+    float32 (12 x 2.5e37 = 3.0e38 < 3.4e38), the whole sum does not (3.75e38): the norm is
+    1.94e19, not inf, and the gradients are scaled to norm 1, not zeroed."""
+    params = _params()[:2]
+    for p in params:
+        p.grad = np.full(p.shape, 5e18, dtype=np.float32)
+    n = sum(p.grad.size for p in params)                      # 15 elements of 5e18
+    norm = optim.clip_grad_norm(params, 1.0, foreach=foreach)
+    np.testing.assert_allclose(float(norm), 5e18 * math.sqrt(n), rtol=1e-6)
+    for p in params:
+        np.testing.assert_allclose(p.grad, 1 / math.sqrt(n), rtol=1e-6)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_adamw_steps_past_an_empty_group(foreach):
+    """decay_groups makes a decay group even when no parameter has two axes: empty."""
+    p = Tensor(np.ones(3, np.float32), requires_grad=True)
+    p.grad = np.ones(3, np.float32)
+    opt = optim.AdamW(optim.decay_groups([("ln.bias", p)], 0.1), lr=0.1, foreach=foreach)
+    assert opt.param_groups[0]["params"] == []
+    opt.step()
+    np.testing.assert_allclose(p.data, 0.9, rtol=1e-6)          # one Adam step of lr 0.1 from 1
+
+
 def test_warmup_cosine_schedule():
     sched = optim.WarmupCosine(max_lr=1e-3, min_lr=1e-4, warmup_steps=100, decay_steps=2000)
     assert sched(0) == pytest.approx(1e-5)
