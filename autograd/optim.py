@@ -293,7 +293,7 @@ def clip_grad_norm(params, max_norm, foreach=None):
         # squares in float64, as the per-parameter path adds its parts: a float32 sum of
         # every square would overflow where the parts do not (a norm above 1.8e19)
         wide = flat.astype(xp.float64)
-        norm = xp.sqrt(xp.asarray(xp.dot(wide, wide)))    # a 0-d array, as below
+        norm = xp.sqrt(xp.dot(wide, wide))
         del wide
         flat *= xp.minimum(max_norm / (norm + 1e-6), 1.0).astype(flat.dtype)
         return norm
