@@ -204,7 +204,13 @@ def resumed_config(cfg: TrainConfig, explicit: set, state: dict) -> TrainConfig:
 
 
 def refuse_to_replace(out: Path, cfg: TrainConfig) -> None:
-    """Training into a folder that holds a run: refused unless --resume or --overwrite."""
+    """Training into a folder that holds a run: refused unless --resume or --overwrite.
+    Refused always where it holds files of the user's under a run's names."""
+    foreign = foreign_entries(out)
+    if foreign:
+        names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in foreign)
+        raise TinyGPTError(f"{out} holds {names}, which tinygpt did not write and a run would replace: "
+                           "train into another folder with --out DIR")
     held = describe_run(out)
     if held == LOG_ONLY and not cfg.overwrite:
         raise TinyGPTError(f"{out} holds the log of a run that saved no checkpoint (it stopped before its "
@@ -221,12 +227,42 @@ def refuse_to_replace(out: Path, cfg: TrainConfig) -> None:
 RUN_ENTRIES = ("latest", "best", "log.jsonl", "loss.png")   # what tinygpt train writes in a run folder
 
 
+CHECKPOINT_FILES = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)   # what a checkpoint folder holds
+
+
+def _named_like_a_run(p: Path) -> bool:
+    return p.name in RUN_ENTRIES or p.name.startswith(("latest.", "best.", "loss.png."))
+
+
+def _written_by_tinygpt(p: Path) -> bool:
+    """Whether ``p``, named like a part of a run, is one: a checkpoint folder holds only
+    checkpoint files (an interrupted write, some of them), the log is JSON lines. A user's
+    own ``best/`` folder is not, and --overwrite must not delete it."""
+    if p.is_dir():
+        return all(f.name in CHECKPOINT_FILES for f in p.iterdir())
+    if p.name == "log.jsonl":
+        try:
+            with open(p, encoding="utf-8") as f:
+                first = f.readline().strip()
+            return not first or isinstance(json.loads(first), dict)
+        except (OSError, ValueError):
+            return False
+    return True                                   # loss.png: the name is all there is to go by
+
+
 def _run_paths(out: Path):
     """Every path of ``out`` that belongs to a run, leftovers of interrupted writes included."""
     if not out.is_dir():
         return []
-    return [p for p in out.iterdir()
-            if p.name in RUN_ENTRIES or p.name.startswith(("latest.", "best.", "loss.png."))]
+    return [p for p in out.iterdir() if _named_like_a_run(p) and _written_by_tinygpt(p)]
+
+
+def foreign_entries(out: Path):
+    """Paths of ``out`` named as a run's parts are (best/, latest/, log.jsonl) that tinygpt
+    did not write: training there would replace them."""
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir() if _named_like_a_run(p) and not _written_by_tinygpt(p))
 
 
 LOG_ONLY = "a log but no checkpoint"   # describe_run of a run stopped before its first checkpoint

@@ -244,6 +244,8 @@ def _cmd_plot(args):
     from .plots import plot_training, read_log
 
     run = Path(args.run_dir)
+    if run.exists() and not run.is_dir():
+        raise TinyGPTError(f"{run} is a file: give the run folder that tinygpt train wrote (its log.jsonl)")
     records = read_log(run / "log.jsonl")
     if not records:
         raise TinyGPTError(f"no training log at {run / 'log.jsonl'}: is {run} a run folder of tinygpt train?")
@@ -265,9 +267,11 @@ def _cmd_explore(args):
 
 
 def _cmd_export_hf(args):
+    from .errors import folder_to_write
     from .hf import export
     from .model import GPT2
 
+    folder_to_write(args.out_dir, "OUT_DIR")
     model = GPT2.load(args.run_dir)
     out = export(model, args.out_dir)
     if model.tokenizer is None or model.tokenizer.kind != "gpt2":
@@ -297,6 +301,10 @@ def main(argv=None):
         return 130
     except BrokenPipeError:  # e.g. piped into head
         return 0
+    except OSError as exc:   # the file system refused (disk full, permissions): one line, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"tinygpt {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

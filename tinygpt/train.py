@@ -58,7 +58,7 @@ from . import dist
 from .checkpoint import clear_run, read_resume, refuse_to_replace, resumed_config, save_checkpoint
 from .config import GPTConfig, TrainConfig, preset
 from .data import TokenData, load_corpus, stream_seed
-from .errors import TinyGPTError
+from .errors import TinyGPTError, folder_to_write
 from .model import GPT2
 from .plots import plot_training, read_log
 from .tokenizer import make_tokenizer, tokenizer_from_dict
@@ -271,6 +271,7 @@ class Trainer:
         self.out = Path(cfg.out) if cfg.out else Path("runs") / name
         cfg.out = str(self.out)
         if world.is_main and not cfg.profile:
+            folder_to_write(self.out, "--out")
             refuse_to_replace(self.out, cfg)                     # never train over a run without being told to
         # the model's shape and tokenizer: rank 0 decides (it alone loads pretrained weights)
         self._pretrained = None

@@ -119,6 +119,33 @@ def test_plot_without_a_log_is_one_line(tmp_path):
     assert_one_line_error(tinygpt("plot", str(tmp_path)), "no training log")
 
 
+def test_plot_of_a_file_is_one_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert_one_line_error(tinygpt("plot", str(tmp_path / "notes.txt")), "is a file", "run folder")
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_export_hf_to_a_path_that_cannot_be_a_folder_is_one_line(tmp_path, where):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    out = mine if where == "a file" else mine / "hf"
+    result = tinygpt("export-hf", str(tmp_path / "no-run"), str(out))
+    assert_one_line_error(result, "OUT_DIR", str(mine))
+    assert mine.read_text() == "mine"
+
+
+def test_an_error_of_the_file_system_is_one_line(monkeypatch, capsys, tmp_path):
+    """Disk full, permissions and the like: what the system said, and the file, in one line."""
+    from tinygpt import cli
+
+    def refuse(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "runs"))
+    monkeypatch.setattr(cli, "_cmd_plot", refuse)
+    assert cli.main(["plot", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"tinygpt plot: error: Permission denied: {tmp_path / 'runs'}"]
+
+
 @pytest.mark.parametrize("command", ["generate", "chat", "explore"])
 def test_checkpoint_and_pretrained_together_are_refused(command, tmp_path):
     # before, --pretrained silently won

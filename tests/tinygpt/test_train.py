@@ -231,6 +231,35 @@ def test_overwrite_replaces_the_whole_run(corpus, tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_out_that_cannot_be_a_folder_is_one_line_before_any_work(corpus, tmp_path, where):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    out = mine if where == "a file" else mine / "run"
+    result = cli_train(corpus, out, "--max-iters", "2", "--no-progress")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+    assert lines[0].startswith("tinygpt train: error: --out") and str(mine) in lines[0]
+    assert "training" not in result.stdout and mine.read_text() == "mine"
+
+
+@pytest.mark.parametrize("flags", [[], ["--overwrite"]])
+def test_a_folder_with_the_users_own_best_folder_is_refused_even_with_overwrite(corpus, tmp_path, flags):
+    """A best/ (or latest/, log.jsonl) that tinygpt did not write is not a run: it is not
+    called one, and --overwrite does not delete it."""
+    out = tmp_path / "mine"
+    (out / "best").mkdir(parents=True)
+    (out / "best" / "photo.jpg").write_text("mine")
+    (out / "log.jsonl").write_text("not json\n")
+    result = cli_train(corpus, out, "--max-iters", "2", "--no-progress", *flags)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "best/, log.jsonl" in lines[0] and "tinygpt did not write" in lines[0] and "--out DIR" in lines[0]
+    assert "saved no checkpoint" not in lines[0]
+    assert (out / "best" / "photo.jpg").read_text() == "mine"
+    assert (out / "log.jsonl").read_text() == "not json\n"
+
+
 def test_resume_says_from_which_step_towards_which_max_iters(corpus, tmp_path):
     out = tmp_path / "run"
     assert cli_train(corpus, out, "--max-iters", "8", "--eval-interval", "4", "--no-progress").returncode == 0
