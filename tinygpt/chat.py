@@ -9,7 +9,9 @@ Commands: /help /reset /temp X /topk K /topp P /max N /debug /quit. ``/debug``
 shows one row per generated token: the token, its probability under the model and
 under the sampling settings (temperature, top-k, top-p: the distribution it was
 actually drawn from), then the model's five most likely tokens at that step.
-Ctrl-D (end of input) leaves; a pipe on stdin works too (one turn per line).
+Ctrl-D (end of input) leaves; in a terminal Ctrl-C stops the reply being written (what
+was written stays in the conversation) or clears the line being typed, as in Python's
+own prompt. A pipe on stdin works too (one turn per line; there Ctrl-C ends the chat).
 """
 from __future__ import annotations
 
@@ -68,9 +70,15 @@ class Chat:
         if self.interactive:
             cfg = self.model.config
             self._write(f"chatting with a {cfg.n_layer}-layer model (context {cfg.block_size} tokens). "
-                        "/help for commands, Ctrl-D to leave.\n")
+                        "/help for commands, Ctrl-C stops a reply, Ctrl-D leaves.\n")
         while True:
-            line = self._read()
+            try:
+                line = self._read()
+            except KeyboardInterrupt:
+                if not self.interactive:
+                    raise
+                self._write("\n")                 # Ctrl-C at the prompt: the line is dropped, a new prompt
+                continue
             if line is None:
                 if self.interactive:
                     self._write("\n")
@@ -161,30 +169,38 @@ class Chat:
         on_logits = seen.append if self.debug else None
         seed = None if self.rng_seed is None else self.rng_seed + len(self.turns)
         self._write("bot>\n" if self.debug else "bot> ")   # debug rows start on their own lines
-        for token in generate_ids(self.model, self.context_ids(), max_new_tokens=self.max_new_tokens,
-                                  temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                                  seed=seed, on_logits=on_logits):
-            if token == self.tok.eot_id:
-                break
-            piece = decoder.push(token)
-            reply += piece
-            if SEPARATOR in reply.lstrip("\n"):
-                reply = reply.lstrip("\n").split(SEPARATOR)[0]
-                break
-            if self.debug:
-                self._debug_line(token, seen[-1])
-                continue
-            pending += piece
-            if not started:                       # a reply never starts with blank lines
-                pending = pending.lstrip("\n")
-            shown = pending.rstrip("\n")           # newlines wait: they may begin the separator
-            if shown:
-                self._write(shown)
-                pending = pending[len(shown):]
-                started = True
+        stopped = False
+        try:
+            for token in generate_ids(self.model, self.context_ids(), max_new_tokens=self.max_new_tokens,
+                                      temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                                      seed=seed, on_logits=on_logits):
+                if token == self.tok.eot_id:
+                    break
+                piece = decoder.push(token)
+                reply += piece
+                if SEPARATOR in reply.lstrip("\n"):
+                    reply = reply.lstrip("\n").split(SEPARATOR)[0]
+                    break
+                if self.debug:
+                    self._debug_line(token, seen[-1])
+                    continue
+                pending += piece
+                if not started:                       # a reply never starts with blank lines
+                    pending = pending.lstrip("\n")
+                shown = pending.rstrip("\n")           # newlines wait: they may begin the separator
+                if shown:
+                    self._write(shown)
+                    pending = pending[len(shown):]
+                    started = True
+        except KeyboardInterrupt:                     # Ctrl-C in a terminal: this reply stops, the chat goes on
+            if not self.interactive:
+                raise
+            stopped = True
         reply = reply.strip("\n")
         if self.debug:
-            self._write(f"(reply: {reply!r})\n")
+            self._write(f"(reply: {reply!r})" + (" (stopped)" if stopped else "") + "\n")
+        elif stopped:
+            self._write((" " if started else "") + "(stopped)\n")
         else:   # nothing but spaces, or the turn ended at once: say so, or the chat looks stuck
             self._write("\n" if reply.strip() else "(an empty reply)\n")
         self.turns.append(reply)

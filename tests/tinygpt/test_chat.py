@@ -111,3 +111,58 @@ def test_a_reply_of_only_spaces_is_called_empty(monkeypatch):
     monkeypatch.setattr(chat_module, "generate_ids", lambda *a, **k: iter(CharTokenizer.from_text(TEXT).encode("hi")))
     c, out = chat(["hello"], max_new_tokens=3)
     assert "bot> hi\n" in out and "empty" not in out
+
+
+class Terminal(io.StringIO):
+    """Typed lines, as from a terminal; None in ``lines`` is a Ctrl-C at the prompt."""
+
+    def __init__(self, lines):
+        super().__init__()
+        self.lines = list(lines)
+
+    def isatty(self):
+        return True
+
+    def readline(self):
+        if not self.lines:
+            return ""
+        line = self.lines.pop(0)
+        if line is None:
+            raise KeyboardInterrupt
+        return line + "\n"
+
+
+def test_ctrl_c_in_a_terminal_stops_the_reply_or_clears_the_line_and_the_chat_goes_on(monkeypatch):
+    from tinygpt import chat as chat_module
+    real = chat_module.generate_ids
+    calls = []
+
+    def interrupted(*args, **kwargs):             # the first reply: three tokens, then Ctrl-C
+        calls.append(1)
+        for i, token in enumerate(real(*args, **kwargs)):
+            if len(calls) == 1 and i == 3:
+                raise KeyboardInterrupt
+            yield token
+    monkeypatch.setattr(chat_module, "generate_ids", interrupted)
+    out = io.StringIO()
+    c = Chat(model(), stdin=Terminal(["hello", None, "/temp 0", "again"]), stdout=out, seed=0,
+             max_new_tokens=8, temperature=1.0)
+    c.run()
+    assert "(stopped)" in out.getvalue() and out.getvalue().count("bot> ") == 2
+    assert len(c.turns) == 4 and len(c.turns[1]) <= 3        # the stopped reply is kept, as far as it went
+    assert c.temperature == 0                                  # the settings survived both Ctrl-Cs
+
+
+def test_ctrl_c_with_a_pipe_on_stdin_still_ends_the_chat(monkeypatch):
+    from tinygpt import chat as chat_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+        yield
+    monkeypatch.setattr(chat_module, "generate_ids", interrupted)
+    c = Chat(model(), stdin=io.StringIO("hello\n"), stdout=io.StringIO(), seed=0)
+    try:
+        c.run()
+    except KeyboardInterrupt:
+        return
+    raise AssertionError("Ctrl-C in a pipe should end the chat")
