@@ -56,10 +56,15 @@ def _generate_text(self, prompt="", max_length=100, temperature=0.8, top_k=None,
                    max_new_tokens=None, stop_at_eot=True):
     """The prompt followed by up to ``max_length`` new tokens, as text.
 
-    ``prompt`` is text (or a list of token ids). ``max_new_tokens`` is a synonym of
-    ``max_length``. Sampling: ``temperature`` (0 = greedy), ``top_k``, ``top_p``.
+    ``prompt`` is text (or a list of token ids). ``max_new_tokens``, when given, is used
+    instead of ``max_length`` (its synonym); either must be at least 1. Sampling:
+    ``temperature`` (0 = greedy), ``top_k`` (None or 0: every token, as on the command
+    line), ``top_p``. A setting out of range raises ``TinyGPTError`` naming it.
     """
-    return _generate.generate_text(self, prompt, max_new_tokens=max_new_tokens or max_length,
+    count = max_length if max_new_tokens is None else max_new_tokens
+    _generate.check_sampling(max_new_tokens=count)
+    top_k = None if top_k is None else _generate.top_k_from_user(top_k)
+    return _generate.generate_text(self, prompt, max_new_tokens=count,
                                    temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                                    stop_at_eot=stop_at_eot)
 

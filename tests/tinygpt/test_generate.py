@@ -317,3 +317,16 @@ def test_top_k_zero_means_every_token_on_the_command_line_and_in_the_chat(capsys
     chat.command("/topk -1")
     assert chat.top_k is None and "must be 0 (every token) or a positive integer, got -1" in out.getvalue()
     assert top_k_from_user(3) == 3
+
+
+def test_the_python_api_reads_top_k_and_the_length_as_the_command_line_does():
+    """model.generate: top_k 0 is every token (as --top-k 0 and /topk 0), max_new_tokens=0
+    is not replaced by max_length, and a length below 1 is refused, not answered with the
+    prompt alone."""
+    model = char_model()
+    assert model.generate("first", max_length=6, temperature=0, top_k=0) == \
+        model.generate("first", max_length=6, temperature=0, top_k=None)
+    for kwargs in ({"max_length": 0}, {"max_length": -3}, {"max_new_tokens": 0}, {"top_k": -1}):
+        with pytest.raises(TinyGPTError, match="max_new_tokens|top_k"):
+            model.generate("first", **kwargs)
+    assert len(model.generate("first", max_length=50, max_new_tokens=3, stop_at_eot=False)) == len("first") + 3
