@@ -38,9 +38,12 @@ def cache_dir() -> Path:
 
 
 def _read_text(path: Path) -> str:
+    """A text file's text: UTF-8, with Windows line ends (CR LF) read as LF and a leading
+    byte-order mark dropped, as Python's text files read them; else one line saying where
+    the bytes are not UTF-8."""
     data = path.read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff").replace("\r\n", "\n")
     except UnicodeDecodeError as exc:
         raise TinyGPTError(f"{path} is not UTF-8 text: byte {exc.start} (0x{data[exc.start]:02x}) "
                            "cannot be decoded; convert the file to UTF-8") from None
@@ -55,7 +58,7 @@ def load_corpus(path=None) -> tuple[str, str]:
     if not p.exists():
         raise TinyGPTError(f"data path {path} does not exist")
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*.txt") if f.is_file())
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() == ".txt" and f.is_file())   # NOTES.TXT too
         if not files:
             raise TinyGPTError(f"folder {path} has no .txt files")
         text = "\n\n".join(_read_text(f) for f in files)

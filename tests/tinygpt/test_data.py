@@ -25,6 +25,14 @@ def test_a_folder_of_text_files_is_joined_in_order(tmp_path):
     assert text == "first\n\nsecond" and name == tmp_path.name
 
 
+def test_windows_files_read_as_text_their_line_ends_and_mark_dropped_and_upper_case_names_count(tmp_path):
+    (tmp_path / "A.TXT").write_bytes(b"\xef\xbb\xbfline one\r\nline two\r\n")
+    (tmp_path / "b.txt").write_bytes(b"caf\xc3\xa9\r\n")
+    text, _ = load_corpus(tmp_path)
+    assert text == "line one\nline two\n\n\ncaf\u00e9\n"
+    assert "\r" not in text and "\ufeff" not in text
+
+
 def test_a_missing_path_is_a_clear_error(tmp_path):
     with pytest.raises(TinyGPTError, match="does not exist"):
         load_corpus(tmp_path / "nope.txt")
