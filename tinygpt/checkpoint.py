@@ -72,11 +72,24 @@ def _write_json(path: Path, obj):
     path.write_text(json.dumps(obj, indent=1, sort_keys=True))
 
 
+def save_arrays(arrays: dict, path, metadata: dict) -> None:
+    """``safetensors`` ``save_file``, then the file's mode set to what ``open`` gives a new
+    file here (0644 under the usual umask): save_file writes a private temporary file and
+    renames it, so its files were 0600 where every other file of a run is 0644."""
+    path = Path(path)
+    probe = path.with_name(path.name + ".mode")
+    probe.touch()
+    mode = probe.stat().st_mode & 0o777
+    probe.unlink()
+    save_file(arrays, str(path), metadata=metadata)
+    os.chmod(path, mode)
+
+
 def save_checkpoint(folder, model, state: dict, optimizer=None):
     """Write the weights (and the optimizer's moments, if given) and ``state`` (JSON)."""
     def write(tmp: Path):
         weights = {name: _host(p.data) for name, p in model.named_parameters()}
-        save_file(weights, str(tmp / MODEL_FILE), metadata={"format": FORMAT})
+        save_arrays(weights, tmp / MODEL_FILE, metadata={"format": FORMAT})
         full = dict(state, format=FORMAT, model_config=model.config.to_dict())
         if model.tokenizer is not None:
             full["tokenizer"] = model.tokenizer.to_dict()
@@ -84,7 +97,7 @@ def save_checkpoint(folder, model, state: dict, optimizer=None):
             saved = optimizer.state_dict()
             arrays = {f"{key}/{name}": _host(value) for name, entry in saved["state"].items()
                       for key, value in entry.items() if key != "step"}
-            save_file(arrays, str(tmp / OPTIMIZER_FILE), metadata={"format": FORMAT})
+            save_arrays(arrays, tmp / OPTIMIZER_FILE, metadata={"format": FORMAT})
             full["optimizer"] = {"param_groups": saved["param_groups"],
                                  "steps": {name: entry["step"] for name, entry in saved["state"].items()}}
         _write_json(tmp / STATE_FILE, full)

@@ -224,12 +224,12 @@ def export(model, out_dir):
     """Write ``config.json`` and ``model.safetensors`` that transformers' GPT2LMHeadModel
     loads with no missing or unexpected keys (the tied head is left out, as
     ``save_pretrained`` does)."""
-    from safetensors.numpy import save_file
+    from .checkpoint import save_arrays
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = to_hf_state_dict(model.state_dict(), with_head=False)
     tmp = out / "model.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    save_arrays(tensors, tmp, metadata={"format": "pt"})
     os.replace(tmp, out / "model.safetensors")
     (out / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2))
     return out

@@ -535,3 +535,13 @@ def test_the_corpus_path_is_saved_resolved_so_a_resume_from_another_folder_is_th
     resumed = train(here / "sub", "../c.txt", "--max-iters", "8", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "note: this run trained on" not in resumed.stdout, resumed.stdout
+
+
+def test_checkpoint_files_get_the_mode_any_new_file_gets(tmp_path):
+    """safetensors writes a private file and renames it: model.safetensors was 0600 where
+    state.json beside it was 0644 (under the usual umask)."""
+    from tinygpt import GPT2, GPTConfig
+    model = GPT2(GPTConfig(vocab_size=11, block_size=4, n_layer=1, n_head=1, n_embd=4))
+    model.save(tmp_path / "ckpt")
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()}
+    assert modes["model.safetensors"] == modes["state.json"], modes
