@@ -48,6 +48,12 @@ def test_bad_train_flags(args, needle, tmp_path):
     assert_one_line_error(tinygpt("train", *args, cwd=tmp_path), needle)
 
 
+def test_an_unknown_flag_is_named_by_its_command(tmp_path):
+    assert_one_line_error(tinygpt("train", "--bogus", cwd=tmp_path),
+                          "tinygpt train: error: unrecognized arguments: --bogus", "tinygpt train --help")
+    assert_one_line_error(tinygpt("--bogus", cwd=tmp_path), "tinygpt: error: unrecognized arguments: --bogus")
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--preset", "gpt5"], "unknown preset 'gpt5'"),
     (["--data", "/no/such/file.txt"], "does not exist"),
