@@ -266,7 +266,8 @@ class Trainer:
                            f"{cfg.data or 'the bundled corpus'}: its val loss from here is measured on the new "
                            "corpus (and best/ is kept by that measure)")
         if cfg.data is not None:   # saved resolved: a resume from another folder finds the same corpus
-            cfg.data = str(Path(cfg.data).expanduser().resolve())
+            # absolute, links kept: /dev/stdin resolved is a pipe's name, which no one can open again
+            cfg.data = os.path.abspath(Path(cfg.data).expanduser())
         text, name = load_corpus(cfg.data)
         self.out = Path(cfg.out) if cfg.out else Path("runs") / name
         cfg.out = str(self.out)

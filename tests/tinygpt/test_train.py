@@ -545,3 +545,17 @@ def test_checkpoint_files_get_the_mode_any_new_file_gets(tmp_path):
     model.save(tmp_path / "ckpt")
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()}
     assert modes["model.safetensors"] == modes["state.json"], modes
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/stdin"), reason="no /dev/stdin on this system")
+def test_a_corpus_piped_in_through_dev_stdin_trains(tmp_path):
+    """--data /dev/stdin: the path is kept as given (resolved, it was the pipe's name in
+    /proc, which 'does not exist')."""
+    cmd = [sys.executable, "-m", "tinygpt", "train", "--data", "/dev/stdin", "--out", str(tmp_path / "run"),
+           "--preset", "tiny", "--tokenizer", "char", "--block-size", "16", "--batch-size", "4",
+           "--eval-iters", "1", "--sample-tokens", "0", "--max-iters", "2", "--no-progress"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, input=CORPUS, timeout=300,
+                            env=dict(os.environ, TINYGPT_CACHE=str(tmp_path / "cache")))
+    assert result.returncode == 0, result.stderr
+    state = json.loads((tmp_path / "run" / "latest" / "state.json").read_text())
+    assert state["step"] == 2 and state["train_config"]["data"] == "/dev/stdin"
