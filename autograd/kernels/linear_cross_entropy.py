@@ -211,8 +211,14 @@ class LinearCrossEntropy(Function):
     @staticmethod
     def forward_cuda(ctx, x, weight, targets, ignore_index=-1):
         """The softmax rows in one CUDA kernel, a block per row; no range check, which would
-        read the GPU back at every step."""
-        return _forward(ctx, x, weight, targets, ignore_index, cuda.softmax_xent_rows, check_range=False)
+        read the GPU back at every step. With gradients, the logits in one product over all
+        rows, as forward_fast does, P holding them all anyway: in 64 MB chunks GPT-2's
+        8192 rows at batch 8 took 25 products and 25 launches of the rows kernel (a
+        numba-cuda launch costs the host ~100 µs), each of 333 blocks, where an H200 runs
+        264 blocks of 1024 threads at once. Not yet timed on a GPU: the profile's
+        LinearCrossEntropy row (benchmarks/README.md, 20 ms a step before) will say."""
+        return _forward(ctx, x, weight, targets, ignore_index, cuda.softmax_xent_rows, check_range=False,
+                        one_product=True)
 
     backward_fast = backward
     backward_cuda = backward

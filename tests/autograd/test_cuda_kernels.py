@@ -461,6 +461,40 @@ def test_the_engine_takes_flash_attention_when_switched_on_and_agrees_with_numpy
         assert_close(g, want, np.float64)
 
 
+def test_the_cuda_loss_with_gradients_forms_all_logits_in_one_product_and_one_rows_launch(monkeypatch):
+    """With gradients P holds every row anyway: one product and one launch of the rows
+    kernel, however small the chunks (64 MB; 4 rows here). Without gradients (evaluation)
+    the logits still come chunk by chunk. Loss and gradients equal NumPy's in float64."""
+    from autograd.kernels import linear_cross_entropy as lce
+    monkeypatch.setattr(lce, "CHUNK_ELEMENTS", 4 * 7)           # 4 rows of a vocabulary of 7 per chunk
+    launches = []
+    original = cuda.softmax_xent_rows
+    monkeypatch.setattr(cuda, "softmax_xent_rows", lambda z, *a: launches.append(z.shape[0]) or original(z, *a))
+    rng = np.random.default_rng(14)
+    x0, w0, targets = rng.standard_normal((10, 5)), rng.standard_normal((7, 5)), rng.integers(0, 7, 10)
+
+    def loss_and_grads(grad):
+        x, w = Tensor(_float64(x0), requires_grad=grad), Tensor(_float64(w0), requires_grad=grad)
+        loss = F.linear_cross_entropy(x, w, backend.asarray(targets))
+        if not grad:
+            return [float(loss.data)]
+        loss.backward()
+        return [float(loss.data), backend.to_numpy(x.grad), backend.to_numpy(w.grad)]
+
+    with numpy_backend():
+        expected = loss_and_grads(True)
+    with kernels_on_device():
+        got = loss_and_grads(True)
+        assert launches == [10]
+        launches.clear()
+        evaluated = loss_and_grads(False)
+        assert launches == [4, 4, 2]
+    assert abs(got[0] - expected[0]) <= TOL[np.float64] * abs(expected[0])
+    assert abs(evaluated[0] - expected[0]) <= TOL[np.float64] * abs(expected[0])
+    for g, want in zip(got[1:], expected[1:]):
+        assert_close(g, want, np.float64)
+
+
 def test_adamw_steps_agree_with_numpy_when_the_optimizer_runs_its_cuda_body():
     rng = np.random.default_rng(12)
     p0, grads = rng.standard_normal((3, 9)), [rng.standard_normal((3, 9)) for _ in range(2)]
