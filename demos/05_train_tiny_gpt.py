@@ -28,10 +28,10 @@ from tinygpt.plots import read_log
 
 def main():
     p = _common.parser(__file__, "Train a tiny GPT and plot its loss, learning rate and gradient norm.")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: 300, or 40 with --quick)")
+    _common.steps_flag(p, quick=40)
     args = p.parse_args()
     out = _common.setup(args)
-    steps = args.steps or (40 if args.quick else 300)
+    steps = args.steps if args.steps is not None else (40 if args.quick else 300)
 
     _common.heading("Training")
     model = _common.trained_model(args, out, steps)
@@ -60,7 +60,7 @@ def main():
           f"{clipped} of {len(norms)} steps were clipped to 1.0.")
     worst = max(range(len(norms)), key=lambda i: norms[i])
     if norms[worst] > 1.0:
-        print(f"the largest, {norms[worst]:.1f} at step {train[worst]['step']}, was scaled down {norms[worst]:.0f}-fold "
+        print(f"the largest, {norms[worst]:.1f} at step {train[worst]['step']}, was scaled down {norms[worst]:.1f}-fold "
               "by clipping: a spike (an unlucky batch, or too big a step early in training) enters AdamW's "
               "running averages of g and g^2 no bigger than an ordinary gradient.")
     print("a sample (temperature 0.8):")
@@ -106,4 +106,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

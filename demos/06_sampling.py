@@ -40,7 +40,7 @@ def main():
     _common.heading("The model")
     model = _common.trained_model(args, out, 30 if args.quick else 300)
     tok = model.tokenizer
-    ids = tok.encode(args.prompt)[-model.config.block_size:]
+    ids = _common.prompt_ids(model, args.prompt, "--prompt")[-model.config.block_size:]
 
     _common.heading(f"The next-token distribution after {args.prompt!r}")
     with no_grad():
@@ -95,4 +95,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

@@ -33,7 +33,7 @@ def main():
     _common.heading("The model")
     model = _common.trained_model(args, out, 30 if args.quick else 300)
     tok = model.tokenizer
-    ids = tok.encode(args.text)[:model.config.block_size]
+    ids = _common.prompt_ids(model, args.text, "--text")[:model.config.block_size]
     labels = [_common.token_label(tok, i) for i in ids]
     T = len(ids)
 
@@ -70,6 +70,8 @@ def main():
     future = np.triu(np.ones((T, T), dtype=bool), k=1)          # (T, T), j > i
     size = min(2.5 + 0.12 * T, 7.0)                             # a heatmap's side in inches, grows with T
     font = 8 if T <= 40 else 6
+    for stale in out.glob("07_attention_layer*.png"):   # a deeper model's figures from an earlier run
+        stale.unlink()
     for layer in range(n_layer):
         cols = min(COLUMNS, nh)
         rows = -(-nh // cols)
@@ -106,4 +108,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

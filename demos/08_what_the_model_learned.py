@@ -69,10 +69,10 @@ COLORS = {"vowel": "tab:red", "consonant": "tab:blue", "capital vowel": "tab:ora
 
 def main():
     p = _common.parser(__file__, "Token-embedding PCA and per-layer gradient norms over training.")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: 300, or 30 with --quick)")
+    _common.steps_flag(p, quick=30)
     args = p.parse_args()
     out = _common.setup(args)
-    steps = args.steps or (30 if args.quick else 300)
+    steps = args.steps if args.steps is not None else (30 if args.quick else 300)
 
     text, _ = load_corpus(None)                                   # the bundled Shakespeare
     tok = make_tokenizer("char", text)
@@ -168,4 +168,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

@@ -23,10 +23,15 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 DEMOS = Path(__file__).resolve().parent
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):   # one line, as the tinygpt command gives, instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser(lesson_file: str, description: str) -> argparse.ArgumentParser:
     """The flags every lesson takes; a lesson adds its own before parsing."""
     lesson = Path(lesson_file).stem
-    p = argparse.ArgumentParser(prog=f"python demos/{lesson}.py", description=description)
+    p = _Parser(prog=f"python demos/{lesson}.py", description=description)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="cpu (NumPy) or cuda (CuPy); default: cpu")
     p.add_argument("--out", default=str(DEMOS / "out" / lesson),
@@ -34,6 +39,43 @@ def parser(lesson_file: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="a smaller, faster run (what the tests use)")
     return p
+
+
+def steps_flag(p: argparse.ArgumentParser, quick: int, full: int = 300) -> None:
+    """--steps: how long the lesson's model trains, a whole number of at least 1."""
+    def at_least_one(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        return value
+    p.add_argument("--steps", type=at_least_one, default=None,
+                   help=f"training steps (default: {full}, or {quick} with --quick)")
+
+
+def run(main) -> None:
+    """Run a lesson's ``main``: a mistake the learner can fix (a checkpoint that is not
+    there, a folder that cannot be made) ends it with one line, not a traceback."""
+    from tinygpt.errors import TinyGPTError
+    try:
+        main()
+    except TinyGPTError as exc:
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {exc}")
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {exc.strerror or exc}{where}")
+
+
+def prompt_ids(model, text: str, flag: str) -> list:
+    """The token ids of ``text``; one line instead of a traceback when there are none (an
+    empty text, or no character the model's alphabet has)."""
+    ids = model.tokenizer.encode(text)
+    if not ids:
+        raise SystemExit(f"{flag} {text!r} gives no token this model knows: give some text"
+                         + (" in its alphabet" if model.tokenizer.kind == "char" else ""))
+    return ids
 
 
 def setup(args) -> Path:
@@ -45,7 +87,11 @@ def setup(args) -> Path:
         use_backend("cupy" if args.device == "cuda" else "numpy")
     except BackendUnavailable as exc:
         sys.exit(f"--device cuda is not available here: {exc}")
-    out = Path(args.out)
+    from tinygpt.errors import TinyGPTError, folder_to_write
+    try:
+        out = folder_to_write(args.out, "--out")
+    except TinyGPTError as exc:
+        sys.exit(str(exc))
     out.mkdir(parents=True, exist_ok=True)
     return out
 

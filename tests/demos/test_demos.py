@@ -99,3 +99,46 @@ def test_device_cuda_without_cupy_or_a_gpu_ends_with_one_line(tmp_path):
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--device cuda is not available here" in lines[0], result.stderr
+
+
+def _one_line(result, *needles):
+    """One line of error (a tokenizer's warning before it may say which characters it skipped)."""
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("warning: ")]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("name,flag", [("06_sampling", "--checkpoint"), ("07_attention_maps", "--checkpoint")])
+def test_a_checkpoint_that_is_not_there_is_one_line(tmp_path, name, flag):
+    _one_line(run_lesson(name, tmp_path / "out", flag, str(tmp_path / "nothing")), "no checkpoint at", "tinygpt train")
+
+
+@pytest.mark.parametrize("name,flag,value", [("06_sampling", "--prompt", ""), ("07_attention_maps", "--text", ""),
+                                             ("07_attention_maps", "--text", "\u65e5\u672c")])
+def test_a_text_with_no_token_the_model_knows_is_one_line(tmp_path, name, flag, value):
+    _one_line(run_lesson(name, tmp_path / "out", flag, value), flag, "no token this model knows")
+
+
+@pytest.mark.parametrize("name", ["05_train_tiny_gpt", "08_what_the_model_learned"])
+@pytest.mark.parametrize("steps", ["-5", "0"])
+def test_steps_below_one_are_refused_by_the_flag(tmp_path, name, steps):
+    result = run_lesson(name, tmp_path / "out", "--steps", steps)
+    _one_line(result, "--steps", "at least 1")
+    assert not (tmp_path / "out" / "model").exists()                # nothing trained, nothing left behind
+
+
+def test_an_out_that_is_a_file_is_one_line(tmp_path):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    _one_line(run_lesson("01_autograd_by_hand", mine), "--out", "is a file")
+    assert mine.read_text() == "mine"
+
+
+def test_the_attention_lesson_leaves_no_figure_of_a_deeper_model_from_an_earlier_run(tmp_path):
+    out = tmp_path / "07"
+    out.mkdir()
+    (out / "07_attention_layer5.png").write_bytes(PNG_MAGIC)      # as a 6-layer model's run left it
+    assert run_lesson("07_attention_maps", out).returncode == 0
+    assert not (out / "07_attention_layer5.png").exists() and (out / "07_attention_layer0.png").exists()
