@@ -61,8 +61,12 @@ def _generate_text(self, prompt="", max_length=100, temperature=0.8, top_k=None,
     ``temperature`` (0 = greedy), ``top_k`` (None or 0: every token, as on the command
     line), ``top_p``. A setting out of range raises ``TinyGPTError`` naming it.
     """
-    count = max_length if max_new_tokens is None else max_new_tokens
-    _generate.check_sampling(max_new_tokens=count)
+    name, count = ("max_length", max_length) if max_new_tokens is None else ("max_new_tokens", max_new_tokens)
+    try:
+        _generate.check_sampling(max_new_tokens=count)
+    except _generate.SamplingError as exc:   # named as the caller named it
+        raise _generate.SamplingError(name, exc.rule) from None
+    count = int(count)                       # 3.0 passes the rule, and range() wants an int
     top_k = None if top_k is None else _generate.top_k_from_user(top_k)
     return _generate.generate_text(self, prompt, max_new_tokens=count,
                                    temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -82,7 +83,10 @@ def save_arrays(arrays: dict, path, metadata: dict) -> None:
     mode = probe.stat().st_mode & 0o777
     probe.unlink()
     save_file(arrays, str(path), metadata=metadata)
-    os.chmod(path, mode)
+    try:
+        os.chmod(path, mode)
+    except OSError:                               # a file system without modes: the file is written
+        pass
 
 
 def save_checkpoint(folder, model, state: dict, optimizer=None):
@@ -243,23 +247,34 @@ RUN_ENTRIES = ("latest", "best", "log.jsonl", "loss.png")   # what tinygpt train
 CHECKPOINT_FILES = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)   # what a checkpoint folder holds
 
 
+_RUN_NAME = re.compile(r"^(latest|best)(\.old|\.tmp-\d+)?$|^log\.jsonl$|^loss\.png(\.tmp\d+\.png)?$")
+
+
 def _named_like_a_run(p: Path) -> bool:
-    return p.name in RUN_ENTRIES or p.name.startswith(("latest.", "best.", "loss.png."))
+    """latest, best, log.jsonl, loss.png, and the names their interrupted writes leave
+    (latest.tmp-<pid>, best.old, loss.png.tmp<pid>.png); not a user's best.txt."""
+    return _RUN_NAME.match(p.name) is not None
 
 
 def _written_by_tinygpt(p: Path) -> bool:
-    """Whether ``p``, named like a part of a run, is one: a checkpoint folder holds only
-    checkpoint files (an interrupted write, some of them), the log is JSON lines. A user's
-    own ``best/`` folder is not, and --overwrite must not delete it."""
+    """Whether ``p``, named like a part of a run, is one. A checkpoint folder (latest,
+    best) counts when it is empty or holds a checkpoint file, whatever else (a save cut
+    short leaves safetensors' own temporary file; a file browser, its .DS_Store); the
+    leftovers of interrupted writes (.tmp-<pid>, .old) always; the log when it starts as
+    JSON does (its first line may be cut). A user's own best/ folder of photos does not,
+    and --overwrite must not delete it."""
     if p.is_dir():
-        return all(f.name in CHECKPOINT_FILES for f in p.iterdir())
+        if p.name not in ("latest", "best"):
+            return True
+        names = {f.name for f in p.iterdir()}
+        return not names or bool(names & set(CHECKPOINT_FILES))
     if p.name == "log.jsonl":
         try:
-            with open(p, encoding="utf-8") as f:
-                first = f.readline().strip()
-            return not first or isinstance(json.loads(first), dict)
-        except (OSError, ValueError):
+            with open(p, "rb") as f:
+                first = f.read(64).lstrip()
+        except OSError:
             return False
+        return not first or first.startswith(b"{")
     return True                                   # loss.png: the name is all there is to go by
 
 

@@ -286,8 +286,10 @@ def main(argv=None):
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:   # named by the command they were given to: "tinygpt train: error: ... (see tinygpt train --help)"
+        given = list(sys.argv[1:] if argv is None else argv)
+        after_command = args.command in given and extra[0] in given[given.index(args.command) + 1:]
         commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        (commands.choices[args.command] if args.command else parser).error(
+        (commands.choices[args.command] if after_command else parser).error(
             f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()

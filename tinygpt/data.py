@@ -39,14 +39,23 @@ def cache_dir() -> Path:
 
 def _read_text(path: Path) -> str:
     """A text file's text: UTF-8, with Windows line ends (CR LF) read as LF and a leading
-    byte-order mark dropped, as Python's text files read them; else one line saying where
-    the bytes are not UTF-8."""
+    byte-order mark dropped; else one line saying where the bytes are not UTF-8. (A lone
+    CR, old Mac line ends, stays as it is.)"""
     data = path.read_bytes()
     try:
         return data.decode("utf-8").removeprefix("\ufeff").replace("\r\n", "\n")
     except UnicodeDecodeError as exc:
         raise TinyGPTError(f"{path} is not UTF-8 text: byte {exc.start} (0x{data[exc.start]:02x}) "
                            "cannot be decoded; convert the file to UTF-8") from None
+
+
+def corpus_name(path=None) -> str:
+    """The name a corpus gives its default run folder (runs/<name>), without reading it:
+    a file's stem, a folder's name, ``shakespeare`` for the bundled corpus."""
+    if path is None:
+        return BUNDLED_NAME
+    p = Path(path).expanduser()
+    return p.stem if p.is_file() else p.name
 
 
 def load_corpus(path=None) -> tuple[str, str]:
@@ -66,7 +75,7 @@ def load_corpus(path=None) -> tuple[str, str]:
         text = _read_text(p)
     if not text.strip():
         raise TinyGPTError(f"the corpus at {path} is empty")
-    return text, p.stem if p.is_file() else p.name
+    return text, corpus_name(p)
 
 
 def stream_seed(seed: int, rank: int = 0, step: int | None = None):

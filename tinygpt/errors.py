@@ -15,10 +15,11 @@ def warn(message: str) -> None:
 
 def folder_to_write(path, what: str):
     """``path`` as a Path, after checking that tinygpt can make or use it as a folder: one
-    line naming ``what`` (e.g. "--out") otherwise, before any work is done."""
+    line naming ``what`` (e.g. "--out") otherwise, before any work is done. The path is
+    checked as it will be written: a ``~`` the shell left alone is not expanded here either."""
     import os
     from pathlib import Path
-    path = Path(path).expanduser()
+    path = Path(path)
     if path.exists() and not path.is_dir():
         raise TinyGPTError(f"{what} {path} is a file, not a folder: give a folder's path")
     parent = path

@@ -57,7 +57,7 @@ from autograd.kernels import linear_cross_entropy
 from . import dist
 from .checkpoint import clear_run, read_resume, refuse_to_replace, resumed_config, save_checkpoint
 from .config import GPTConfig, TrainConfig, preset
-from .data import TokenData, load_corpus, stream_seed
+from .data import TokenData, corpus_name, load_corpus, stream_seed
 from .errors import TinyGPTError, folder_to_write
 from .model import GPT2
 from .plots import plot_training, read_log
@@ -256,7 +256,7 @@ class Trainer:
         cfg.validate()
         resume = None
         if cfg.resume:   # the saved run's settings, then its corpus: rank 0 reads, every rank receives
-            out = Path(cfg.out) if cfg.out else Path("runs") / load_corpus(cfg.data)[1]
+            out = Path(cfg.out) if cfg.out else Path("runs") / corpus_name(cfg.data)   # a pipe is read once, below
             resume = read_resume(out, world)
             trained_on = resume["state"]["train_config"].get("data")
             cfg = self.cfg = resumed_config(cfg, self.explicit, resume["state"])
@@ -265,9 +265,14 @@ class Trainer:
                 self.print(f"note: this run trained on {trained_on or 'the bundled corpus'} and goes on with "
                            f"{cfg.data or 'the bundled corpus'}: its val loss from here is measured on the new "
                            "corpus (and best/ is kept by that measure)")
-        if cfg.data is not None:   # saved resolved: a resume from another folder finds the same corpus
-            # absolute, links kept: /dev/stdin resolved is a pipe's name, which no one can open again
-            cfg.data = os.path.abspath(Path(cfg.data).expanduser())
+        if cfg.data is not None:   # saved absolute: a resume from another folder finds the same corpus
+            # links kept (/dev/stdin resolved is a pipe's name, which no one can open again) and ".."
+            # left to the system (after a link, "a/../b" is not "b")
+            cfg.data = str(Path(cfg.data).expanduser().absolute())
+            source = Path(cfg.data)
+            if world.size > 1 and source.exists() and not (source.is_file() or source.is_dir()):
+                raise TinyGPTError(f"--data {cfg.data} is not a file: with several processes each one reads "
+                                   "the corpus, and a pipe is read once; save it to a file first")
         text, name = load_corpus(cfg.data)
         self.out = Path(cfg.out) if cfg.out else Path("runs") / name
         cfg.out = str(self.out)

@@ -52,6 +52,20 @@ def test_an_unknown_flag_is_named_by_its_command(tmp_path):
     assert_one_line_error(tinygpt("train", "--bogus", cwd=tmp_path),
                           "tinygpt train: error: unrecognized arguments: --bogus", "tinygpt train --help")
     assert_one_line_error(tinygpt("--bogus", cwd=tmp_path), "tinygpt: error: unrecognized arguments: --bogus")
+    assert_one_line_error(tinygpt("--bogus", "train", cwd=tmp_path), "tinygpt: error: unrecognized arguments: --bogus")
+
+
+def test_out_dir_is_checked_as_it_will_be_written_a_tilde_the_shell_left_alone_included(tmp_path):
+    """export-hf run '~/f' writes ./~/f: a file f in the home folder does not matter."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "f").write_text("mine")
+    work = tmp_path / "work"
+    work.mkdir()
+    result = subprocess.run([sys.executable, "-m", "tinygpt", "export-hf", "no-run", "~/f"], cwd=work,
+                            capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, HOME=str(home), PYTHONPATH=str(ROOT)))
+    assert_one_line_error(result, "no checkpoint")                # the run is missing; OUT_DIR is fine
 
 
 @pytest.mark.parametrize("args,needle", [

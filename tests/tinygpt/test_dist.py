@@ -389,3 +389,16 @@ def test_resume_on_a_different_number_of_ranks_keeps_weights_and_moments(corpus,
     cli_train(2, corpus, tmp_path / "one", "--max-iters", "6", "--resume")
     state = json.loads((tmp_path / "one" / "latest" / "state.json").read_text())
     assert state["step"] == 6 and state["world_size"] == 2 and len(state["ranks"]) == 2
+
+
+def test_a_piped_corpus_under_several_ranks_is_refused_in_one_line_not_a_hang(tmp_path):
+    """Every rank reads --data; a pipe reaches rank 0 alone (mpiexec gives the others a
+    stdin that never ends), so /dev/stdin had every other rank wait for ever."""
+    from tests.tinygpt.test_train import CORPUS
+    cmd = [mpi_or_skip(), "-n", "2", sys.executable, "-m", "tinygpt", "train", "--data", "/dev/stdin",
+           "--out", str(tmp_path / "run"), "--preset", "tiny", "--tokenizer", "char", "--max-iters", "2",
+           "--no-progress"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, env=clean_env(), input=CORPUS)
+    assert result.returncode != 0
+    assert "--data /dev/stdin is not a file: with several processes" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

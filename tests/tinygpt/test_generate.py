@@ -327,6 +327,9 @@ def test_the_python_api_reads_top_k_and_the_length_as_the_command_line_does():
     assert model.generate("first", max_length=6, temperature=0, top_k=0) == \
         model.generate("first", max_length=6, temperature=0, top_k=None)
     for kwargs in ({"max_length": 0}, {"max_length": -3}, {"max_new_tokens": 0}, {"top_k": -1}):
-        with pytest.raises(TinyGPTError, match="max_new_tokens|top_k"):
+        with pytest.raises(TinyGPTError, match="max_length|max_new_tokens|top_k"):
             model.generate("first", **kwargs)
     assert len(model.generate("first", max_length=50, max_new_tokens=3, stop_at_eot=False)) == len("first") + 3
+    with pytest.raises(TinyGPTError, match="max_length must be"):      # named as the caller named it
+        model.generate("first", max_length=0)
+    assert len(model.generate("first", max_length=3.0, stop_at_eot=False)) == len("first") + 3

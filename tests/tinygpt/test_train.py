@@ -559,3 +559,59 @@ def test_a_corpus_piped_in_through_dev_stdin_trains(tmp_path):
     assert result.returncode == 0, result.stderr
     state = json.loads((tmp_path / "run" / "latest" / "state.json").read_text())
     assert state["step"] == 2 and state["train_config"]["data"] == "/dev/stdin"
+
+
+def test_leftovers_of_an_interrupted_save_do_not_block_resume_or_overwrite(corpus, tmp_path):
+    """A save killed midway leaves latest.tmp-<pid>/ with safetensors' own temporary file;
+    a file browser leaves .DS_Store in latest/: still the run's, which --resume continues
+    and --overwrite replaces."""
+    out = tmp_path / "run"
+    assert cli_train(corpus, out, "--max-iters", "4", "--eval-interval", "4", "--no-progress").returncode == 0
+    (out / "latest.tmp-999").mkdir()
+    (out / "latest.tmp-999" / ".tmpGTLp6m").write_bytes(b"half a file")
+    (out / "latest" / ".DS_Store").write_bytes(b"")
+    resumed = cli_train(corpus, out, "--max-iters", "6", "--eval-interval", "3", "--no-progress", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    (out / "log.jsonl").write_text('{"kind": "ev')                  # a log cut in its first line
+    again = cli_train(corpus, out, "--max-iters", "2", "--eval-interval", "2", "--no-progress", "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert not (out / "latest.tmp-999").exists()
+
+
+def test_a_users_best_txt_beside_a_run_is_not_the_runs(corpus, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "best.txt").write_text("my best lines")
+    first = cli_train(corpus, out, "--max-iters", "2", "--eval-interval", "2", "--no-progress")
+    assert first.returncode == 0, first.stderr                   # not "a run that saved no checkpoint"
+    again = cli_train(corpus, out, "--max-iters", "2", "--eval-interval", "2", "--no-progress", "--overwrite")
+    assert again.returncode == 0 and (out / "best.txt").read_text() == "my best lines"
+
+
+def test_a_corpus_path_through_a_linked_folder_and_dotdot_is_the_one_the_system_opens(corpus, tmp_path):
+    """work/corpora -> real/corpora: work/corpora/../story.txt is real/story.txt, as the
+    shell opens it, not work/story.txt."""
+    (tmp_path / "real" / "corpora").mkdir(parents=True)
+    (tmp_path / "real" / "story.txt").write_text(CORPUS)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "corpora").symlink_to(tmp_path / "real" / "corpora")
+    cmd = [sys.executable, "-m", "tinygpt", "train", "--data", "corpora/../story.txt", "--out", str(tmp_path / "run"),
+           "--preset", "tiny", "--tokenizer", "char", "--block-size", "16", "--batch-size", "4", "--eval-iters", "1",
+           "--sample-tokens", "0", "--max-iters", "2", "--no-progress"]
+    result = subprocess.run(cmd, cwd=tmp_path / "work", capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/stdin"), reason="no /dev/stdin on this system")
+def test_resuming_a_piped_corpus_without_out_reads_the_pipe_once(tmp_path):
+    def piped(*extra):
+        cmd = [sys.executable, "-m", "tinygpt", "train", "--data", "/dev/stdin", "--preset", "tiny",
+               "--tokenizer", "char", "--block-size", "16", "--batch-size", "4", "--eval-iters", "1",
+               "--sample-tokens", "0", "--no-progress", *extra]
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, input=CORPUS, timeout=300,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT), TINYGPT_CACHE=str(tmp_path / "cache")))
+    assert piped("--max-iters", "2").returncode == 0
+    resumed = piped("--max-iters", "4", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((tmp_path / "runs" / "stdin" / "latest" / "state.json").read_text())["step"] == 4
