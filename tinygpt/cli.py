@@ -141,7 +141,8 @@ def build_parser():
 
     p = sub.add_parser("chat", help="talk with a trained model in the terminal",
                        description="A conversation with a trained model. Type /help inside for commands; "
-                                   "Ctrl-D or /quit leaves. Works with a pipe on stdin too.")
+                                   "Ctrl-C stops a reply (or clears the line being typed); Ctrl-D or /quit leaves. "
+                                   "Works with a pipe on stdin too.")
     _sampling_arguments(p, 150)
 
     p = sub.add_parser("plot", help="redraw a run's loss, learning-rate and gradient-norm figure from its log",
