@@ -23,15 +23,11 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 DEMOS = Path(__file__).resolve().parent
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):   # one line, as the tinygpt command gives, instead of usage + message
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def parser(lesson_file: str, description: str) -> argparse.ArgumentParser:
     """The flags every lesson takes; a lesson adds its own before parsing."""
     lesson = Path(lesson_file).stem
-    p = _Parser(prog=f"python demos/{lesson}.py", description=description)
+    from tinygpt.cli import OneLineParser     # mistakes in one line, as the tinygpt command gives them
+    p = OneLineParser(prog=f"python demos/{lesson}.py", description=description)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="cpu (NumPy) or cuda (CuPy); default: cpu")
     p.add_argument("--out", default=str(DEMOS / "out" / lesson),
@@ -43,15 +39,8 @@ def parser(lesson_file: str, description: str) -> argparse.ArgumentParser:
 
 def steps_flag(p: argparse.ArgumentParser, quick: int, full: int = 300) -> None:
     """--steps: how long the lesson's model trains, a whole number of at least 1."""
-    def at_least_one(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-        return value
-    p.add_argument("--steps", type=at_least_one, default=None,
+    from tinygpt.cli import positive_int
+    p.add_argument("--steps", type=positive_int, default=None,
                    help=f"training steps (default: {full}, or {quick} with --quick)")
 
 

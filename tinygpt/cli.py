@@ -19,7 +19,9 @@ from dataclasses import MISSING, fields
 DEFAULT_RUN = "runs/shakespeare"
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose mistakes are one line (the lessons in demos/ use it too)."""
+
     def error(self, message):  # one line instead of usage + message
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
@@ -32,7 +34,8 @@ def _version() -> str:
         return "(not installed)"
 
 
-def _positive_int(text):
+def positive_int(text):
+    """An argparse type: a whole number of at least 1 (the lessons' --steps use it too)."""
     try:
         value = int(text)
     except ValueError:
@@ -62,7 +65,7 @@ def _sampling_setting(setting, parse):
 
 
 def _port(text):
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"must be from 1 to 65535, got {value}")
     return value
@@ -123,9 +126,9 @@ def _sampling_arguments(parser, max_new_tokens):
 
 
 def build_parser():
-    parser = _Parser(prog="tinygpt", description="GPT-2 from scratch: train on text, generate, chat.")
+    parser = OneLineParser(prog="tinygpt", description="GPT-2 from scratch: train on text, generate, chat.")
     parser.add_argument("--version", action="version", version=f"tinygpt {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
 
     p = sub.add_parser("train", help="train a GPT on a text corpus (default: the bundled Shakespeare)",
                        description="Train a GPT-2 on text. With no flags: the bundled Shakespeare, GPT-2's "
@@ -137,7 +140,7 @@ def build_parser():
                        description="Print a continuation of --prompt, token by token, from a trained model.")
     _sampling_arguments(p, 200)
     p.add_argument("--prompt", default="", help="text to continue (default: start from scratch)")
-    p.add_argument("--num-samples", type=_positive_int, default=1, help="independent samples to print (default: 1)")
+    p.add_argument("--num-samples", type=positive_int, default=1, help="independent samples to print (default: 1)")
 
     p = sub.add_parser("chat", help="talk with a trained model in the terminal",
                        description="A conversation with a trained model. Type /help inside for commands; "
