@@ -275,7 +275,8 @@ def clip_grad_norm(params, max_norm, foreach=None):
     scales them, and each parameter's ``grad`` becomes its view of that buffer (a new
     array, not the old one scaled). Per parameter (False) it takes two operations each:
     about 600 launches for GPT-2, 11 ms of a 209 ms profiled step on an H200. The sum
-    of squares (in float64 both ways) then adds in another order: equal up to rounding.
+    of squares then adds in another order (flat: every square in float64; per parameter:
+    each parameter's float32 sum, added in float64): equal up to rounding.
     """
     xp = backend.xp()
     with_grad = [p for p in params if p.grad is not None]
