@@ -96,9 +96,11 @@ class CharTokenizer:
         skipped, with one warning."""
         ids = [self.index[c] for c in text if c in self.index]
         if len(ids) != len(text) and not self._warned:
-            unknown = sorted({c for c in text if c not in self.index})
-            print(f"warning: characters not in the model's alphabet are skipped: {''.join(unknown)!r}",
-                  file=sys.stderr)
+            unknown = "".join(sorted({c for c in text if c not in self.index}))
+            shown = repr(unknown if len(unknown) <= 40 else unknown[:40]) + ("..." if len(unknown) > 40 else "")
+            skipped = len(text) - len(ids)
+            share = f"{skipped:,} of {len(text):,} characters, {100 * skipped / len(text):.0f}%"
+            print(f"warning: characters not in the model's alphabet are skipped ({share}): {shown}", file=sys.stderr)
             self._warned = True
         return ids
 

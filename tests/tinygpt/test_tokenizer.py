@@ -46,6 +46,16 @@ def test_char_tokenizer_skips_unknown_characters_with_a_warning(capsys):
     assert "'z'" in capsys.readouterr().err
 
 
+def test_char_tokenizer_warning_says_how_much_is_skipped_and_stays_short(capsys):
+    # resuming a char run on the wrong corpus: the share tells the user most of it is lost
+    tok = CharTokenizer.from_text("ab")
+    text = "ab" + "".join(chr(0x4E00 + i) for i in range(98))   # 98 unknown characters of 100
+    assert tok.encode(text) == [0, 1]
+    err = capsys.readouterr().err
+    assert "98 of 100 characters, 98%" in err
+    assert len(err) < 200 and err.rstrip().endswith("...")   # 98 unknowns shown as the first 40
+
+
 def test_unknown_tokenizer_is_a_clear_error():
     with pytest.raises(TinyGPTError, match="choose gpt2 or char"):
         make_tokenizer("sentencepiece")
