@@ -149,9 +149,12 @@ class Tensor:
                     "pass backward(grad) with that shape, or reduce to one value first (e.g. .sum())")
             grad = xp.ones_like(self.data)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else backend.asarray(grad, dtype=self.dtype)
+            given = grad.data if isinstance(grad, Tensor) else grad
+            grad = backend.asarray(given, dtype=self.dtype)
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape}, expected {self.shape}")
+            if grad is given:             # the caller's array: a leaf may get it as .grad, which
+                grad = grad.copy()        # optimizers and clipping scale in place
 
         grads = {id(self): grad}
         prof = profiler.current()                 # autograd.profiler: time each backward, if asked

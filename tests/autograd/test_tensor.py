@@ -77,6 +77,19 @@ def test_inputs_that_receive_the_same_gradient_array_get_independent_copies():
     np.testing.assert_allclose(b.grad, [1.0, 1.0])
 
 
+def test_backward_never_writes_into_or_hands_out_the_callers_gradient():
+    x = Tensor(np.ones((2, 3)), dtype="float64", requires_grad=True)
+    w = Tensor(np.ones((2, 3)), dtype="float64", requires_grad=True)
+    g = np.arange(6.0).reshape(2, 3)
+    before = g.copy()
+    (x + x.reshape(2, 3)).backward(g)             # x's two gradients are added: not into g
+    np.testing.assert_array_equal(g, before)
+    np.testing.assert_array_equal(x.grad, 2 * before)
+    (w + 1.0).backward(g)                          # w's gradient is g itself, passed through
+    w.grad *= 0.5                                  # clipping scales gradients in place
+    np.testing.assert_array_equal(g, before)
+
+
 def test_backward_on_a_non_scalar_without_a_gradient_is_a_clear_error():
     x = Tensor(np.ones((2, 3)), requires_grad=True)
     with pytest.raises(RuntimeError, match=r"shape \(2, 3\) needs its gradient"):
