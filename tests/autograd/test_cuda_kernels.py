@@ -24,7 +24,6 @@ import pytest
 
 from autograd import Tensor, backend, optim
 from autograd import functional as F
-from autograd.kernels import gelu as numpy_gelu
 
 
 def _choose_device():
@@ -155,9 +154,14 @@ def test_layernorm_backward_matches_numpy(dtype, shape):
 
 
 # ---------------------------------------------------------------------------- GELU
+# GPT-2's tanh approximation of GELU (Hendrycks & Gimpel 2016), its constants written out here
+# rather than read from the kernel under test
+GELU_K, GELU_C = np.sqrt(2.0 / np.pi), 0.044715
+
+
 def gelu_reference(x):
     x = x.astype(np.float64)
-    t = np.tanh(numpy_gelu.K * (x + numpy_gelu.C * x ** 3))          # the constants of the NumPy kernel
+    t = np.tanh(GELU_K * (x + GELU_C * x ** 3))
     return 0.5 * x * (1.0 + t), t
 
 
@@ -178,7 +182,7 @@ def test_gelu_backward_matches_numpy(dtype):
     t = gelu_reference(x)[1].astype(dtype)                           # what the forward saved
     dx = cuda.gelu_backward(to_device(g), to_device(x), to_device(t))
     x64, t64 = x.astype(np.float64), t.astype(np.float64)
-    du = numpy_gelu.K * (1.0 + 3.0 * numpy_gelu.C * x64 ** 2)
+    du = GELU_K * (1.0 + 3.0 * GELU_C * x64 ** 2)
     ref = g * 0.5 * ((1.0 + t64) + x64 * (1.0 - t64 ** 2) * du)
     assert_close(dx, ref, dtype)
 
@@ -356,6 +360,23 @@ def test_embedding_backward_adds_every_repeated_id(dtype, ids):
     assert_close(dw_dev, ref, dtype)
     untouched = np.setdiff1d(np.arange(5), ids)
     np.testing.assert_array_equal(backend.to_numpy(dw_dev)[untouched], dw[untouched])
+
+
+def test_embedding_backward_adds_through_atomics_in_the_simulator(monkeypatch):
+    """The simulator runs a block's threads one at a time, so a plain read-modify-write
+    loses no update there and the test above cannot tell it from an atomic add; on a GPU
+    it would lose them. Counted here: every element of g goes through an atomic add."""
+    if DEVICE != "simulator":
+        pytest.skip("counts the simulator's atomic adds; on a GPU the test above sees lost updates")
+    from numba.cuda.simulator import kernelapi
+    calls = []
+    original = kernelapi.FakeCUDAAtomic.add
+    monkeypatch.setattr(kernelapi.FakeCUDAAtomic, "add", lambda self, *a: calls.append(1) or original(self, *a))
+    monkeypatch.setattr(launch, "config", SMALL)
+    ids, g2, dw = np.array([1] * 6, dtype=np.int64), np.ones((6, 13)), np.zeros((5, 13))
+    cuda.embedding_backward(ids, g2, dw)
+    assert len(calls) == 6 * 13
+    np.testing.assert_array_equal(dw[1], 6.0)
 
 
 # ---------------------------------------------------------------------------- AdamW

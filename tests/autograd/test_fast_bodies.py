@@ -13,6 +13,7 @@ CASES = {
     "LinearCrossEntropy": (lambda x, w: F.linear_cross_entropy(x, w, np.arange(150) % 11 - 1), [(150, 16), (11, 16)]),
     "LayerNorm": (lambda x, w, b: F.layer_norm(x, w, b), [(130, 37), (37,), (37,)]),
     "CausalAttention": (lambda q, k, v: F.causal_attention(q, k, v), [(2, 3, 17, 8)] * 3),
+    "CausalAttention, KV cache": (lambda q, k, v: F.causal_attention(q, k, v), [(2, 3, 5, 8)] + [(2, 3, 17, 8)] * 2),
     "Linear": (lambda x, w, b: F.linear(x, w, b), [(1, 1, 37), (29, 37), (29,)]),   # one row: W @ x
 }
 
@@ -26,7 +27,15 @@ def _all_subclasses(cls):
 def test_every_kernel_with_a_fast_body_is_checked_here():
     import autograd.kernels  # noqa: F401  (loads every kernel)
     with_fast = {c.__name__ for c in _all_subclasses(Function) if "_fast" in c._bodies}
-    assert with_fast <= set(CASES), f"fast bodies without a check here: {with_fast - set(CASES)}"
+    checked = {name.split(",")[0] for name in CASES}
+    assert with_fast <= checked, f"fast bodies without a check here: {with_fast - checked}"
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    """parallel_rows splits rows over two threads even on a one-core machine, so that the
+    row offsets of each share are exercised wherever the tests run."""
+    monkeypatch.setattr(backend, "host_threads", lambda: 2)
 
 
 def _run(fn, arrays, dtype, fast):
@@ -42,7 +51,7 @@ def _run(fn, arrays, dtype, fast):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_the_fast_body_equals_the_reference_in_float32(name):
+def test_the_fast_body_equals_the_reference_in_float32(name, two_threads):
     fn, shapes = CASES[name]
     arrays = [np.random.default_rng(i).standard_normal(s) for i, s in enumerate(shapes)]
     reference, fast = _run(fn, arrays, "float32", False), _run(fn, arrays, "float32", True)
@@ -54,7 +63,7 @@ def test_the_fast_body_equals_the_reference_in_float32(name):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_the_fast_body_passes_gradcheck_in_float64(name):
+def test_the_fast_body_passes_gradcheck_in_float64(name, two_threads):
     fn, shapes = CASES[name]
     assert backend.fast_kernels()
     inputs = [Tensor(np.random.default_rng(i).standard_normal(s), dtype="float64", requires_grad=True)
@@ -73,6 +82,76 @@ def test_switching_the_fast_bodies_off_runs_the_references(monkeypatch):
     finally:
         backend.use_fast_kernels(True)
     assert calls == ["reference"]
+
+
+def _close_to_reference(fn, arrays, dtype, tol):
+    reference, fast = _run(fn, arrays, dtype, False), _run(fn, arrays, dtype, True)
+    for got, want in zip(fast, reference):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert np.abs(got - want).max() <= tol * max(np.abs(want).max(), 1e-30)
+
+
+# the compiled loop(s) each fast body must call on float32 input: a fast body that fell back to
+# the reference would still equal it, so the equality tests above cannot see that
+LOOPS = {
+    "GELU": ["gelu_forward_f32", "gelu_backward"],
+    "LayerNorm": ["layernorm_forward", "layernorm_backward_dx"],
+    "CausalAttention": ["scale_mask_shift", "normalize_rows", "softmax_backward_rows"],
+    "LinearCrossEntropy": ["softmax_xent_rows_f32"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOOPS))
+def test_each_fast_body_runs_its_compiled_loops(name, monkeypatch, two_threads):
+    loops = _compiled_loops()
+    calls = []
+    for loop in LOOPS[name]:
+        original = getattr(loops, loop)
+        monkeypatch.setattr(loops, loop, lambda *a, _loop=loop, _f=original: calls.append(_loop) or _f(*a))
+    fn, shapes = CASES[name]
+    _run(fn, [np.random.default_rng(i).standard_normal(s) for i, s in enumerate(shapes)], "float32", True)
+    assert set(calls) == set(LOOPS[name])
+
+
+def test_the_evaluation_head_runs_the_column_loop(monkeypatch, two_threads):
+    from autograd import no_grad
+    loops = _compiled_loops()
+    calls = []
+    original = loops.logsumexp_columns_f32
+    monkeypatch.setattr(loops, "logsumexp_columns_f32", lambda *a: calls.append(1) or original(*a))
+    rng = np.random.default_rng(0)
+    x, w = Tensor(rng.standard_normal((150, 16)), dtype="float32"), Tensor(rng.standard_normal((11, 16)), dtype="float32")
+    with no_grad():
+        F.linear_cross_entropy(x, w, np.arange(150) % 11)
+    assert calls
+
+
+def test_one_row_through_linear_takes_the_matrix_vector_product(monkeypatch):
+    from autograd.kernels.linear import Linear
+    monkeypatch.setattr(Linear, "forward", staticmethod(lambda *a: pytest.fail("the one-row product fell back")))
+    y = F.linear(Tensor(np.ones((1, 1, 5))), Tensor(np.ones((3, 5))), Tensor(np.ones(3)))
+    np.testing.assert_array_equal(y.data, np.full((1, 1, 3), 6.0))
+
+
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 1e-5)])
+def test_without_numba_the_threaded_numpy_gelu_equals_the_reference(dtype, tol, monkeypatch, two_threads):
+    """GELU's fast body without numba runs NumPy over rows split between the threads: the
+    same formula in another order (float64: roundings of 1e-16; float32: of 6e-8)."""
+    from autograd.kernels import cpu
+    monkeypatch.setitem(cpu._state, "tried", True)
+    monkeypatch.setitem(cpu._state, "loops", None)
+    _close_to_reference(F.gelu, [np.random.default_rng(0).standard_normal((130, 37)) * 3], dtype, tol)
+
+
+def test_the_threaded_head_rows_in_several_cache_blocks_equal_the_reference(monkeypatch, two_threads):
+    """float64 rows take the NumPy softmax a few rows at a time: with 3 rows a block, each
+    thread's 75 rows run through 25 blocks, some rows ignored (target -1)."""
+    from autograd.kernels import linear_cross_entropy as lce
+    monkeypatch.setattr(lce, "CACHE_ELEMENTS", 3 * 11)
+    rng = np.random.default_rng(1)
+    arrays = [rng.standard_normal((150, 16)), rng.standard_normal((11, 16))]
+    # the same float64 formula in another order: roundings of 1e-16, far below a lost row
+    _close_to_reference(lambda x, w: F.linear_cross_entropy(x, w, np.arange(150) % 11 - 1), arrays, "float64", 1e-12)
 
 
 def _engine_in_a_process(prelude, env_extra=None):
