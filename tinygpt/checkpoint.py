@@ -28,6 +28,7 @@ from safetensors.numpy import save_file
 import numpy as np
 
 from autograd import backend
+from autograd.nn import StateDictError
 
 from .config import GPTConfig, TrainConfig
 from .errors import TinyGPTError
@@ -163,7 +164,11 @@ def load_model(path, device=None, prefer=("best", "latest")):
     state = read_state(folder)
     tokenizer = tokenizer_from_dict(state["tokenizer"]) if "tokenizer" in state else None
     model = GPT2(GPTConfig.from_dict(state["model_config"]), tokenizer=tokenizer, init=False)
-    model.load_state_dict(read_arrays(folder / MODEL_FILE))
+    try:
+        model.load_state_dict(read_arrays(folder / MODEL_FILE))
+    except StateDictError as exc:   # e.g. overwritten by another program's weights of the same names
+        raise TinyGPTError(f"{folder / MODEL_FILE} does not fit the model {folder / STATE_FILE} describes: "
+                           f"{str(exc).removeprefix('load_state_dict: ')}") from None
     model.checkpoint_state = state
     model.eval()
     return model

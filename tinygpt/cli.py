@@ -271,16 +271,22 @@ def _cmd_explore(args):
 
 
 def _cmd_export_hf(args):
+    from .checkpoint import resolve_checkpoint
     from .errors import folder_to_write
-    from .hf import export
+    from .hf import CHAR_TOKENIZER_FILE, check_export_folder, export
     from .model import GPT2
 
     folder_to_write(args.out_dir, "OUT_DIR")
-    model = GPT2.load(args.run_dir)
+    check_export_folder(args.out_dir)
+    source = resolve_checkpoint(args.run_dir)
+    model = GPT2.load(source)
     out = export(model, args.out_dir)
-    if model.tokenizer is None or model.tokenizer.kind != "gpt2":
-        print("note: this model uses a character tokenizer; transformers will load the weights, but GPT-2's "
-              "tokenizer does not match its ids", file=sys.stderr)
+    step = model.checkpoint_state.get("step")
+    print(f"exported {source}" + (f" (step {step})" if step is not None else ""))
+    if model.tokenizer is not None and model.tokenizer.kind != "gpt2":
+        print(f"note: this model uses a character tokenizer; transformers will load the weights, but GPT-2's "
+              f"tokenizer does not match its ids: its characters, in id order, are in {out / CHAR_TOKENIZER_FILE}",
+              file=sys.stderr)
     print(f"wrote {out / 'config.json'} and {out / 'model.safetensors'}; load with "
           f"transformers.GPT2LMHeadModel.from_pretrained({str(out)!r})")
     return 0
@@ -299,11 +305,16 @@ def main(argv=None):
         parser.print_help()
         return 2
     try:
+        from autograd.nn import StateDictError
+
         from .errors import TinyGPTError
         command = {"train": _cmd_train, "generate": _cmd_generate, "chat": _cmd_chat,
                    "export-hf": _cmd_export_hf, "plot": _cmd_plot, "explore": _cmd_explore}[args.command]
         return command(args)
     except TinyGPTError as exc:
+        print(f"tinygpt {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except StateDictError as exc:   # weights that do not fit the model their config describes
         print(f"tinygpt {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

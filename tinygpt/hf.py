@@ -20,6 +20,7 @@ original OpenAI checkpoints name their tensors without the ``transformer.`` pref
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -68,27 +69,54 @@ def to_hf_state_dict(state: dict, with_head=True) -> dict:
     return out
 
 
-def config_from_hf(hf: dict) -> GPTConfig:
-    """GPTConfig from a Hugging Face GPT-2 config.json."""
+# config.json fields that change what a GPT-2 computes, with the values of OpenAI's GPT-2 (and
+# transformers' defaults), which tinygpt implements; a model with another value is refused
+# rather than run with other logits
+GPT2_ONLY = {"layer_norm_epsilon": 1e-5, "tie_word_embeddings": True, "scale_attn_weights": True,
+             "scale_attn_by_inverse_layer_idx": False}
+
+
+def config_from_hf(hf: dict, where="config.json") -> GPTConfig:
+    """GPTConfig from a Hugging Face GPT-2 config.json (``where`` names it in errors)."""
+    if not isinstance(hf, dict):
+        raise TinyGPTError(f"{where} does not hold a Hugging Face config (a JSON object)")
     if hf.get("model_type", "gpt2") != "gpt2":
         raise TinyGPTError(f"not a GPT-2 model (model_type {hf.get('model_type')!r})")
+    sizes = {}
+    for key in ("vocab_size", "n_layer", "n_head", "n_embd"):
+        value = hf.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TinyGPTError(f"{where}: {key} is {'missing' if value is None else repr(value)}, "
+                               "expected a positive integer")
+        sizes[key] = value
+    block = hf.get("n_positions", hf.get("n_ctx", 1024))
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise TinyGPTError(f"{where}: n_positions is {block!r}, expected a positive integer")
     act = hf.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
         raise TinyGPTError(f"this model uses the activation {act!r}; tinygpt implements GPT-2's tanh GELU only")
-    if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
+    if hf.get("n_inner") not in (None, 4 * sizes["n_embd"]):
         raise TinyGPTError(f"this model's MLP width n_inner={hf['n_inner']} is not 4 x n_embd")
-    return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf.get("n_positions", hf.get("n_ctx", 1024)),
-                     n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=0.0, bias=True)
+    for key, gpt2 in GPT2_ONLY.items():
+        value = hf.get(key, gpt2)
+        if value != gpt2 and not (isinstance(gpt2, float) and isinstance(value, (int, float))
+                                  and math.isclose(value, gpt2, rel_tol=1e-6)):
+            raise TinyGPTError(f"this model sets {key}={value!r}; tinygpt implements GPT-2's {key}={gpt2!r} only")
+    return GPTConfig(vocab_size=sizes["vocab_size"], block_size=block, n_layer=sizes["n_layer"],
+                     n_head=sizes["n_head"], n_embd=sizes["n_embd"], dropout=0.0, bias=True)
 
 
-def config_to_hf(cfg: GPTConfig) -> dict:
-    """A Hugging Face GPT-2 config.json for a GPTConfig."""
+def config_to_hf(cfg: GPTConfig, gpt2_tokens: bool = True) -> dict:
+    """A Hugging Face GPT-2 config.json for a GPTConfig. ``gpt2_tokens``: the ids are GPT-2's
+    BPE tokens, so <|endoftext|> (50256) is the first and last token; otherwise (a character
+    model) there is none, and transformers warns about an id outside a smaller vocabulary."""
+    eot = GPT2_VOCAB - 1 if gpt2_tokens and cfg.vocab_size >= GPT2_VOCAB else None
     return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": cfg.vocab_size,
             "n_positions": cfg.block_size, "n_ctx": cfg.block_size, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer,
             "n_head": cfg.n_head, "n_inner": None, "activation_function": "gelu_new", "resid_pdrop": cfg.dropout,
             "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout, "layer_norm_epsilon": 1e-5,
             "initializer_range": 0.02, "scale_attn_weights": True, "use_cache": True,
-            "bos_token_id": GPT2_VOCAB - 1, "eos_token_id": GPT2_VOCAB - 1, "tie_word_embeddings": True}
+            "bos_token_id": eot, "eos_token_id": eot, "tie_word_embeddings": True}
 
 
 # ----------------------------------------------------------------------------- finding the files
@@ -171,17 +199,30 @@ def _read_weights(folder: Path):
     st = folder / "model.safetensors"
     if st.is_file():
         from safetensors import safe_open
-        with safe_open(str(st), framework="numpy") as f:
-            for key in f.keys():
-                yield key, f.get_tensor(key)
+        try:
+            with safe_open(str(st), framework="numpy") as f:
+                for key in f.keys():
+                    yield key, f.get_tensor(key)
+        except Exception as exc:  # noqa: BLE001  (safetensors' own error: a truncated or foreign file)
+            if isinstance(exc, (TinyGPTError, GeneratorExit)):
+                raise
+            raise TinyGPTError(f"cannot read {st}: {exc}") from None
         return
     try:
         import torch
     except ImportError:
         raise TinyGPTError(f"{folder} has only pytorch_model.bin, which needs PyTorch to read "
                            "(pip install torch==2.13.0), or convert it to model.safetensors") from None
-    state = torch.load(str(folder / "pytorch_model.bin"), map_location="cpu", weights_only=True, mmap=True)
+    path = folder / "pytorch_model.bin"
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001  (torch's errors for a damaged or foreign file vary by version)
+        raise TinyGPTError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if not isinstance(state, dict):
+        raise TinyGPTError(f"{path} does not hold a dictionary of tensors")
     for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise TinyGPTError(f"{path}: {key} is not a tensor")
         yield key, value.float().numpy() if value.dtype != torch.float32 else value.numpy()
 
 
@@ -195,7 +236,7 @@ def from_pretrained(name_or_path, device=None):
         hf_config = json.loads((folder / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise TinyGPTError(f"cannot read {folder / 'config.json'}: {exc}") from None
-    config = config_from_hf(hf_config)
+    config = config_from_hf(hf_config, where=str(folder / "config.json"))
     model = GPT2(config, init=False)   # GPT-2's vocabulary gets GPT-2's tokenizer
     params = dict(model.named_parameters())
     loaded = set()
@@ -220,16 +261,36 @@ def from_pretrained(name_or_path, device=None):
     return model
 
 
+CHAR_TOKENIZER_FILE = "tinygpt_tokenizer.json"   # a character model's alphabet, beside its export
+
+
+def check_export_folder(out_dir) -> Path:
+    """``out_dir`` as a Path, refused in one line if it holds a tinygpt run or checkpoint."""
+    from .checkpoint import STATE_FILE, describe_run
+    out = Path(out_dir)
+    if (out / STATE_FILE).exists() or describe_run(out) is not None:
+        kind = "checkpoint" if (out / STATE_FILE).exists() else "run"
+        raise TinyGPTError(f"{out} holds a tinygpt {kind}, whose weights the export would overwrite; "
+                           "export into another folder")
+    return out
+
+
 def export(model, out_dir):
     """Write ``config.json`` and ``model.safetensors`` that transformers' GPT2LMHeadModel
     loads with no missing or unexpected keys (the tied head is left out, as
-    ``save_pretrained`` does)."""
+    ``save_pretrained`` does). A model whose tokens are not GPT-2's (a character model) also
+    gets its tokenizer, as tinygpt saves it, in ``tinygpt_tokenizer.json``: transformers has
+    no use for it, but the ids mean nothing without it. A folder holding a tinygpt run or
+    checkpoint is refused: its model.safetensors is tinygpt's layout, not this one."""
     from .checkpoint import save_arrays
-    out = Path(out_dir)
+    out = check_export_folder(out_dir)
+    gpt2_tokens = model.tokenizer is None or model.tokenizer.kind == "gpt2"
     out.mkdir(parents=True, exist_ok=True)
     tensors = to_hf_state_dict(model.state_dict(), with_head=False)
     tmp = out / "model.safetensors.tmp"
     save_arrays(tensors, tmp, metadata={"format": "pt"})
     os.replace(tmp, out / "model.safetensors")
-    (out / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2))
+    (out / "config.json").write_text(json.dumps(config_to_hf(model.config, gpt2_tokens), indent=2))
+    if not gpt2_tokens:
+        (out / CHAR_TOKENIZER_FILE).write_text(json.dumps(model.tokenizer.to_dict(), ensure_ascii=False))
     return out

@@ -145,6 +145,108 @@ def test_export_hf_command_on_a_trained_run(tmp_path):
     ours = GPT2.load(tmp_path / "run")
     ids = np.array([[1, 2, 3, 4]])
     assert np.abs(hf_logits(back.eval(), ids) - ours(ids)[0].data).max() <= 1e-5
+    # a character model: no <|endoftext|> id (GPT-2's 50256 is outside its vocabulary, which
+    # transformers warns about at every load), and its alphabet beside the weights
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["bos_token_id"] is None and config["eos_token_id"] is None
+    alphabet = json.loads((tmp_path / "hf" / "tinygpt_tokenizer.json").read_text())
+    assert alphabet == {"kind": "char", "chars": "".join(ours.tokenizer.chars)}
+    assert "tinygpt_tokenizer.json" in result.stderr and f"exported {tmp_path / 'run' / 'best'}" in result.stdout
+
+
+def _tiny_model(vocab=50257):
+    from tinygpt import GPTConfig
+    return GPT2(GPTConfig(vocab_size=vocab, block_size=8, n_layer=1, n_head=2, n_embd=8))
+
+
+def test_export_refuses_a_folder_holding_a_tinygpt_run_or_checkpoint(tmp_path):
+    """Exporting into the run's own best/ had replaced its weights with Hugging Face's
+    transposed layout, and the run could no longer be loaded."""
+    corpus = tmp_path / "t.txt"
+    corpus.write_text("to be or not to be, that is the question. " * 40)
+    Trainer(TrainConfig(data=str(corpus), out=str(tmp_path / "run"), preset="tiny", tokenizer="char", max_iters=2,
+                        eval_iters=1, sample_tokens=0, progress=False), out_stream=lambda *_: None).run()
+    weights = (tmp_path / "run" / "best" / "model.safetensors").read_bytes()
+    for target, kind in ((tmp_path / "run" / "best", "checkpoint"), (tmp_path / "run", "run")):
+        result = subprocess.run([sys.executable, "-m", "tinygpt", "export-hf", str(tmp_path / "run"), str(target)],
+                                cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert f"holds a tinygpt {kind}" in result.stderr
+        with pytest.raises(TinyGPTError, match=f"holds a tinygpt {kind}"):
+            export(_tiny_model(), target)
+    assert (tmp_path / "run" / "best" / "model.safetensors").read_bytes() == weights
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_is_one_line(tmp_path):
+    from tinygpt.checkpoint import save_model
+    save_model(_tiny_model(), tmp_path / "ck")
+    other = tmp_path / "other"
+    save_model(GPT2(__import__("tinygpt").GPTConfig(vocab_size=50257, block_size=8, n_layer=1, n_head=2, n_embd=16)),
+               other)
+    shutil.copy(other / "model.safetensors", tmp_path / "ck" / "model.safetensors")
+    with pytest.raises(TinyGPTError, match="model.safetensors does not fit the model .*state.json describes"):
+        GPT2.load(tmp_path / "ck")
+    result = subprocess.run([sys.executable, "-m", "tinygpt", "generate", "--checkpoint", str(tmp_path / "ck"),
+                             "--prompt", "a"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "does not fit" in result.stderr
+
+
+def _hf_folder(tmp_path, config, weights=b""):
+    folder = tmp_path / "hf"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.safetensors").write_bytes(weights)
+    return folder
+
+
+GOOD_CONFIG = {"model_type": "gpt2", "vocab_size": 11, "n_positions": 8, "n_embd": 8, "n_layer": 1, "n_head": 2}
+
+
+@pytest.mark.parametrize("config, message", [
+    ({k: v for k, v in GOOD_CONFIG.items() if k != "n_embd"}, "n_embd is missing"),
+    ([1], "does not hold a Hugging Face config"),
+    (dict(GOOD_CONFIG, n_head="2"), "n_head is '2'"),
+    (dict(GOOD_CONFIG, n_positions=0), "n_positions is 0"),
+    (dict(GOOD_CONFIG, layer_norm_epsilon=0.5), "layer_norm_epsilon=0.5"),
+    (dict(GOOD_CONFIG, tie_word_embeddings=False), "tie_word_embeddings=False"),
+    (dict(GOOD_CONFIG, scale_attn_weights=False), "scale_attn_weights=False"),
+    (dict(GOOD_CONFIG, scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx=True"),
+], ids=["no_n_embd", "a_list", "a_string", "zero_positions", "epsilon", "untied_head", "unscaled", "by_layer"])
+def test_a_config_tinygpt_cannot_honour_is_one_line(tmp_path, config, message):
+    """Missing sizes were a KeyError; fields that change the logits (transformers' GPT-2 reads
+    them) were ignored, and the model ran with other logits than the file's."""
+    folder = _hf_folder(tmp_path, config)
+    with pytest.raises(TinyGPTError, match=message):
+        GPT2.from_pretrained(folder)
+    result = subprocess.run([sys.executable, "-m", "tinygpt", "generate", "--pretrained", str(folder)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_gpt2s_own_values_of_those_fields_load(tmp_path):
+    from tinygpt.hf import config_from_hf, config_to_hf
+    written = config_to_hf(_tiny_model(vocab=11).config)
+    assert config_from_hf(written).n_embd == 8            # what export writes, read back
+    assert config_from_hf(dict(GOOD_CONFIG, layer_norm_epsilon=1e-05, reorder_and_upcast_attn=True)).n_layer == 1
+
+
+def test_damaged_weight_files_are_one_line(tmp_path):
+    from tinygpt.hf import config_to_hf
+    model = _tiny_model(vocab=11)
+    export(model, tmp_path / "good")
+    whole = (tmp_path / "good" / "model.safetensors").read_bytes()
+    folder = _hf_folder(tmp_path, config_to_hf(model.config), whole[:1000])
+    with pytest.raises(TinyGPTError, match="cannot read .*model.safetensors"):
+        GPT2.from_pretrained(folder)
+    torch = pytest.importorskip("torch", reason="torch is not installed: pytorch_model.bin cannot be read")
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"not a torch file at all" * 10)
+    with pytest.raises(TinyGPTError, match="cannot read .*pytorch_model.bin"):
+        GPT2.from_pretrained(folder)
+    torch.save({"transformer.wte.weight": [1, 2]}, folder / "pytorch_model.bin")
+    with pytest.raises(TinyGPTError, match="pytorch_model.bin"):
+        GPT2.from_pretrained(folder)
 
 
 def test_generate_with_pretrained_weights_from_the_command_line(bpe):
