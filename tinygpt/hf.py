@@ -199,14 +199,19 @@ def _read_weights(folder: Path):
     st = folder / "model.safetensors"
     if st.is_file():
         from safetensors import safe_open
+        def damaged(exc):   # safetensors' own error type: a truncated or foreign file
+            return TinyGPTError(f"cannot read {st}: {exc}")
         try:
-            with safe_open(str(st), framework="numpy") as f:
-                for key in f.keys():
-                    yield key, f.get_tensor(key)
-        except Exception as exc:  # noqa: BLE001  (safetensors' own error: a truncated or foreign file)
-            if isinstance(exc, (TinyGPTError, GeneratorExit)):
-                raise
-            raise TinyGPTError(f"cannot read {st}: {exc}") from None
+            f = safe_open(str(st), framework="numpy")
+        except Exception as exc:  # noqa: BLE001
+            raise damaged(exc) from None
+        with f:
+            for key in f.keys():  # noqa: SIM118  (a safe_open handle, not a dict)
+                try:
+                    value = f.get_tensor(key)
+                except Exception as exc:  # noqa: BLE001
+                    raise damaged(exc) from None
+                yield key, value
         return
     try:
         import torch
