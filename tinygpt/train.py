@@ -634,7 +634,10 @@ def _tqdm_print(message):
 
 def train(cfg: TrainConfig | None = None, **overrides) -> dict:
     """Train from Python: ``train(TrainConfig(max_iters=100))`` or ``train(max_iters=100)``."""
+    from dataclasses import fields, replace
     cfg = cfg or TrainConfig()
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
-    return Trainer(cfg).run()
+    unknown = sorted(set(overrides) - {f.name for f in fields(TrainConfig)})
+    if unknown:   # a misspelt setting would otherwise be ignored, and the run made with the default
+        raise TypeError(f"train() got unknown settings: {', '.join(unknown)} (TrainConfig's fields are the "
+                        f"flags of tinygpt train --help, with _ for -)")
+    return Trainer(replace(cfg, **overrides)).run()

@@ -79,6 +79,16 @@ def test_resume_continues_exactly_bit_for_bit(corpus, tmp_path):
     assert all(np.array_equal(oa[k], ob[k]) for k in oa)
 
 
+def test_train_from_python_refuses_a_misspelt_setting_and_leaves_the_config_alone(corpus, tmp_path, capsys):
+    from tinygpt.train import train
+    with pytest.raises(TypeError, match="unknown settings: max_iter$|unknown settings: max_iter "):
+        train(max_iter=5)                            # was ignored: a default 300-step run
+    cfg = small_config(corpus, tmp_path / "r", max_iters=12)
+    train(cfg, max_iters=2)
+    assert cfg.max_iters == 12                      # the override made a new config
+    assert json.loads((tmp_path / "r" / "latest" / "state.json").read_text())["step"] == 2
+
+
 def test_resume_without_a_checkpoint_is_a_clear_error(corpus, tmp_path):
     with pytest.raises(TinyGPTError, match="no checkpoint"):
         run(small_config(corpus, tmp_path / "empty", resume=True))
