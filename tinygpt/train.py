@@ -302,9 +302,7 @@ class Trainer:
                                      for _ in range(cfg.eval_iters)] for split in ("train", "val")}
         self.optimizer = optim.AdamW(optim.decay_groups(self.model.named_parameters(), cfg.weight_decay),
                                      lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-        min_lr = cfg.min_lr if cfg.min_lr is not None else cfg.lr / 10
-        decay = cfg.lr_decay_iters if cfg.lr_decay_iters is not None else cfg.max_iters
-        self.schedule = optim.WarmupCosine(cfg.lr, min_lr, cfg.warmup_iters, max(decay, cfg.warmup_iters))
+        self.schedule = lr_schedule(cfg)
         self.step, self.best_val, self.last_good_step, self.pending = 0, math.inf, None, []
         self.report = Reporter(self.out, self.print) if world.is_main and not cfg.profile else NullReporter()
         if resume is not None:
@@ -337,6 +335,12 @@ class Trainer:
                   f"but --max-iters is {cfg.max_iters}: nothing to train (pass a larger --max-iters)")
         self.print(f"resuming {self.out} from step {self.step}"
                    + (f" (val loss {val:.4f})" if isinstance(val, float) else "") + f" {target}")
+        was = lr_schedule(TrainConfig.from_dict(state["train_config"]))
+        if was.decay != self.schedule.decay and "lr_decay_iters" not in self.explicit and cfg.max_iters > self.step:
+            self.print(f"note: the learning rate's decay now ends at step {self.schedule.decay}, not at "
+                       f"{was.decay} as this run's did, so from step {self.step} it is "
+                       f"{self.schedule(self.step):.2g} where the run had it at {was(self.step):.2g}; "
+                       f"to keep the run's schedule, resume with --lr-decay-iters {was.decay}")
         self.report.truncate_log(self.step)   # drop lines written after the checkpoint (a run that died)
 
     def _restore_streams(self, state):
@@ -630,6 +634,14 @@ def _tell_stderr(line):
 def _tqdm_print(message):
     from tqdm import tqdm
     tqdm.write(message)
+
+
+def lr_schedule(cfg: TrainConfig) -> optim.WarmupCosine:
+    """The learning rate at each step of a run of ``cfg``: warm-up, then a cosine to min_lr
+    (lr / 10 by default) at lr_decay_iters (max_iters by default)."""
+    min_lr = cfg.min_lr if cfg.min_lr is not None else cfg.lr / 10
+    decay = cfg.lr_decay_iters if cfg.lr_decay_iters is not None else cfg.max_iters
+    return optim.WarmupCosine(cfg.lr, min_lr, cfg.warmup_iters, max(decay, cfg.warmup_iters))
 
 
 def train(cfg: TrainConfig | None = None, **overrides) -> dict:

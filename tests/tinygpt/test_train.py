@@ -79,6 +79,27 @@ def test_resume_continues_exactly_bit_for_bit(corpus, tmp_path):
     assert all(np.array_equal(oa[k], ob[k]) for k in oa)
 
 
+def test_resuming_with_a_larger_max_iters_says_the_learning_rate_goes_back_up(corpus, tmp_path):
+    """The decay ends at --max-iters by default: a resumed run given a larger one follows a
+    stretched cosine, whose rate at the resumed step is higher than the run had reached."""
+    run(small_config(corpus, tmp_path / "r", max_iters=8))
+    notes = {}
+    for name, extra in (("same", {}), ("longer", {"max_iters": 16}), ("kept", {"max_iters": 16, "lr_decay_iters": 8})):
+        lines = []
+        cfg = TrainConfig(out=str(tmp_path / "r"), resume=True, progress=False, **extra)
+        Trainer(cfg, out_stream=lines.append, explicit={"out", "resume", "progress", *extra}).run()
+        notes[name] = [line for line in lines if "learning rate's decay" in line]
+        if name == "longer":   # undo those 8 steps for the next resume
+            run(small_config(corpus, tmp_path / "r", max_iters=8, overwrite=True))
+    assert notes["same"] == [] and notes["kept"] == []
+    (note,) = notes["longer"]
+    # the run's schedule (lr 3e-3, warm-up 2, decay to 3e-4 at step 8) had reached its floor at
+    # step 8; the new one, decaying to step 16, is at 3e-4 + 2.7e-3 (1 + cos(pi 6/14)) / 2 there
+    stretched = 3e-4 + 2.7e-3 * 0.5 * (1 + np.cos(np.pi * 6 / 14))
+    assert "ends at step 16, not at 8" in note and f"it is {stretched:.2g} where the run had it at 0.0003" in note
+    assert "--lr-decay-iters 8" in note
+
+
 def test_train_from_python_refuses_a_misspelt_setting_and_leaves_the_config_alone(corpus, tmp_path, capsys):
     from tinygpt.train import train
     with pytest.raises(TypeError, match="unknown settings: max_iter$|unknown settings: max_iter "):
