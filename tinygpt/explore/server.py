@@ -13,7 +13,7 @@ JSON API (every POST takes a JSON object; every answer is a JSON object):
     POST /api/tokens      {"text"} -> {"tokens": [{"id", "text"}], "truncated": bool}
                           (a prompt longer than the context keeps its last block_size tokens,
                           here and everywhere below; "truncated" says so)
-    POST /api/next        {"text", "temperature"=1, "top_k"=null, "top_p"=null, "show"=20}
+    POST /api/next        {"text", "temperature"=1, "top_k"=null (or 0: every token), "top_p"=null, "show"=20}
                           -> {"tokens", "truncated", "candidates": [{"id", "text", "p", "p_after",
                           "kept"}], "kept_count", "kept_mass"}: the show most likely next tokens;
                           p is the model's own softmax, p_after the distribution sampling uses
@@ -63,7 +63,7 @@ import numpy as np
 from autograd import backend, no_grad
 
 from ..errors import TinyGPTError
-from ..generate import SamplingError, check_sampling, generate_ids, next_token_distribution
+from ..generate import SamplingError, check_sampling, generate_ids, next_token_distribution, top_k_from_user
 from ..plots import read_log
 from ..tokenizer import StreamDecoder
 
@@ -269,7 +269,8 @@ def _number(body: dict, key: str, default, low: float, high: float, low_open=Fal
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value > high or value < low or (low_open and value == low):
         bound = "(" if low_open else "["
-        raise BadRequest(f'"{key}" must be a number in {bound}{low}, {high}], got {value!r}')
+        where = f" in {bound}{low}, {high}]" if math.isfinite(low) or math.isfinite(high) else ""
+        raise BadRequest(f'"{key}" must be a number{where}, got {value!r}')
     return float(value)
 
 
@@ -278,10 +279,10 @@ def _sampling(body: dict, default_temperature: float):
     generate.check_sampling."""
     temperature = _number(body, "temperature", default_temperature, -math.inf, math.inf)
     top_k = body.get("top_k")
-    if top_k is not None:
-        top_k = _integer(body, "top_k", None, -2 ** 63, 2 ** 63)
     top_p = _number(body, "top_p", None, -math.inf, math.inf)
     try:
+        if top_k is not None:   # as on the command line and in the chat: 0 is every token
+            top_k = top_k_from_user(_integer(body, "top_k", None, -2 ** 63, 2 ** 63))
         check_sampling(temperature, top_k, top_p)
     except SamplingError as exc:
         raise BadRequest(f'"{exc.setting}" {exc.rule}') from None

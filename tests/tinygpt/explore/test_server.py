@@ -244,9 +244,10 @@ def test_a_model_without_a_log_reports_none(run_dir):
     ("/api/next", b"\xff\xfe", "malformed JSON"),
     ("/api/next", {"text": 5}, '"text" must be a string'),
     ("/api/next", {"text": "a", "temperature": -1}, '"temperature"'),
-    ("/api/next", {"text": "a", "temperature": "hot"}, '"temperature"'),
+    ("/api/next", {"text": "a", "temperature": "hot"}, '"temperature" must be a number, got \'hot\''),
     ("/api/next", {"text": "a", "top_p": 0}, '"top_p"'),
-    ("/api/next", {"text": "a", "top_k": 0}, '"top_k"'),
+    ("/api/next", {"text": "a", "top_k": -1}, '"top_k" must be 0 (every token) or a positive integer'),
+    ("/api/next", {"text": "a", "top_k": 2.5}, '"top_k"'),
     ("/api/next", {"text": ""}, "at least 1 token"),
     ("/api/attention", {"text": "abc", "layer": 2}, '"layer" must be an integer from 0 to 1'),
     ("/api/attention", {"text": "abc", "head": -1}, '"head"'),
@@ -260,6 +261,13 @@ def test_bad_requests_get_400_with_a_json_error_and_the_server_keeps_serving(ser
     status, answer = post(base, path, body)
     assert status == 400 and message in answer["error"]
     assert ok(base, "/api/tokens", {"text": "ok"})["tokens"]
+
+
+def test_top_k_0_is_every_token_as_on_the_command_line(server):
+    base, _ = server
+    every = ok(base, "/api/next", {"text": "ROMEO:", "top_k": None, "show": 5})
+    zero = ok(base, "/api/next", {"text": "ROMEO:", "top_k": 0, "show": 5})
+    assert zero == every and zero["kept_count"] == json.loads(get(base, "/api/info")[2])["vocab_size"]
 
 
 def test_unknown_paths_get_404(server):
