@@ -115,7 +115,7 @@ def resolve_checkpoint(path, prefer=("best", "latest")) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
         raise TinyGPTError(f"no checkpoint at {path}: the folder does not exist; "
-                           "train one first with: tinygpt train")
+                           f"train one first with: tinygpt train --out {path}")
     if p.is_file():
         try:
             resolve_checkpoint(p.parent, prefer)              # the folder it is in: a run or a checkpoint?
@@ -129,6 +129,9 @@ def resolve_checkpoint(path, prefer=("best", "latest")) -> Path:
         for candidate in (p / name, p / f"{name}.old"):
             if (candidate / MODEL_FILE).exists() and (candidate / STATE_FILE).exists():
                 return candidate
+    if (p / "config.json").is_file() and any((p / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
+        raise TinyGPTError(f"{path} holds a Hugging Face model, not a tinygpt checkpoint: give it as "
+                           f"--pretrained {path} (generate, chat, explore) or --init-from {path} (train)")
     if describe_run(p) == LOG_ONLY:
         raise TinyGPTError(f"no checkpoint in {path}: its run stopped before saving one; start it afresh "
                            "with the same tinygpt train command and --overwrite")

@@ -185,8 +185,10 @@ def resolve(name_or_path) -> Path:
             except Exception as exc:  # no network, unknown name, ...
                 last_error = exc
         reason = f"the download failed ({type(last_error).__name__})"
+    elif snapshot_download is None:
+        reason = f"huggingface_hub, which downloads, is not installed ({install_hint('hf')})"
     else:
-        reason = f"huggingface_hub is not installed ({install_hint('hf')}) or HF_HUB_OFFLINE is set"
+        reason = "HF_HUB_OFFLINE is set, so nothing is downloaded"
     cache = _hub_cache_dirs()[-1]
     raise TinyGPTError(f"no weights for {name!r}: not a folder, not in the Hugging Face cache, and {reason}; put "
                        f"config.json and model.safetensors in a folder and pass its path, or place the cache "

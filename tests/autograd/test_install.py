@@ -77,11 +77,11 @@ def test_the_hugging_face_message_uses_the_helper(installed_as, monkeypatch, tmp
     from tinygpt import TinyGPTError
     from tinygpt.hf import from_pretrained
     installed_as("wheel")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)      # as if not installed
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.delenv("HF_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(TinyGPTError, match=r'huggingface_hub is not installed \(pip install "tinygpt\[hf\]"\)'):
+    with pytest.raises(TinyGPTError, match=r'huggingface_hub, which downloads, is not installed \(pip install "tinygpt\[hf\]"\)'):
         from_pretrained("gpt2")
 
 
@@ -90,7 +90,11 @@ def test_the_command_in_this_checkout_says_dash_e(tmp_path):
     # checkout itself: both are the -e form, and from the checkout folder it names "."
     if install.how_installed()[0] == "wheel":
         pytest.skip("tinygpt is installed from a wheel here")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path), HOME=str(tmp_path))
+    hidden = tmp_path / "hidden"                 # huggingface_hub as if not installed
+    hidden.mkdir()
+    (hidden / "huggingface_hub.py").write_text("raise ImportError('hidden by the test')\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path), HOME=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([str(hidden), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     env.pop("HF_HOME", None)
     result = subprocess.run([sys.executable, "-m", "tinygpt", "generate", "--pretrained", "gpt2"], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=120)

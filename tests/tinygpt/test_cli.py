@@ -26,7 +26,19 @@ def assert_one_line_error(result, *needles):
 @pytest.mark.parametrize("command", ["generate", "chat"])
 def test_a_missing_checkpoint_says_to_train_first(command, tmp_path):
     result = tinygpt(command, "--checkpoint", str(tmp_path / "nothing"), cwd=tmp_path)
-    assert_one_line_error(result, "no checkpoint", "tinygpt train")
+    assert_one_line_error(result, "no checkpoint", f"tinygpt train --out {tmp_path / 'nothing'}")
+
+
+def test_resuming_a_missing_run_names_the_folder_to_train_into(tmp_path):
+    result = tinygpt("train", "--resume", "--out", "runs/none", cwd=tmp_path)
+    assert_one_line_error(result, "no checkpoint at runs/none", "tinygpt train --out runs/none")
+
+
+def test_a_hugging_face_folder_as_a_checkpoint_points_to_pretrained(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert_one_line_error(tinygpt("generate", "--checkpoint", str(tmp_path)), "holds a Hugging Face model",
+                          f"--pretrained {tmp_path}", f"--init-from {tmp_path}")
 
 
 def test_the_default_checkpoint_missing_says_to_train_first(tmp_path):

@@ -297,3 +297,9 @@ def test_offline_with_nothing_cached_says_where_to_put_the_files(tmp_path):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "no weights for 'gpt2'" in lines[0] and "config.json and model.safetensors" in lines[0]
+    try:
+        import huggingface_hub  # noqa: F401
+    except ImportError:
+        assert "huggingface_hub, which downloads, is not installed" in lines[0]
+    else:   # it was there: the reason is the variable alone
+        assert "HF_HUB_OFFLINE is set" in lines[0] and "not installed" not in lines[0]
