@@ -50,6 +50,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import socket
 import sys
 import threading
 import webbrowser
@@ -394,11 +395,16 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 def make_server(explorer: Explorer, host="127.0.0.1", port=8000, quiet=False) -> ThreadingHTTPServer:
     """A ThreadingHTTPServer bound to (host, port); port 0 picks a free one."""
     handler = type("Handler", (_Handler,), {"explorer": explorer, "quiet": quiet})
+    server_class = _Server6 if ":" in host else _Server      # an IPv6 address such as ::1
     try:
-        server = _Server((host, port), handler)
+        server = server_class((host, port), handler)
     except OSError as exc:
         if exc.errno in (98, 48, 10048):                  # EADDRINUSE on Linux, macOS, Windows
             raise TinyGPTError(f"port {port} on {host} is already in use; choose another with --port") from None

@@ -553,3 +553,29 @@ def test_a_bad_port_is_one_line(port, message):
                             capture_output=True, text=True, timeout=60)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and message in lines[0]
+
+
+def _ipv6_loopback_works():
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_an_ipv6_loopback_host_is_served(run_dir):
+    """--host ::1 was refused ("Address family for hostname not supported"): the server
+    listened on IPv4 only."""
+    if not _ipv6_loopback_works():
+        pytest.skip("this machine has no IPv6 loopback")
+    httpd = server_module.make_server(server_module.Explorer(GPT2.load(run_dir), source="ipv6"), "::1", 0, quiet=True)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        base = server_module.url_of("::1", httpd.server_address[1]).rstrip("/")
+        assert base.startswith("http://[::1]:")
+        assert json.loads(get(base, "/api/info")[2])["tokenizer"] == "char"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
