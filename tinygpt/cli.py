@@ -188,7 +188,9 @@ def _cmd_train(args):
     if summary["interrupted"]:   # Ctrl-C: 130, as a shell reports a program ended by SIGINT
         return 130 if summary.get("ctrl_c") else 0
     val = summary["val_loss"]
-    print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s"
+    done = summary["step"] - summary.get("first_step", 0)   # a resumed run counts this command's steps
+    print((f"done: {done} steps in {summary['seconds']:.0f} s" if done == summary["step"] else
+           f"done: step {summary['step']}, {done} steps in {summary['seconds']:.0f} s")
           + (f", val loss {val:.4f}" if val is not None else "")
           + f"; checkpoint and loss.png in {summary['out']}")
     print(f"next: tinygpt generate --checkpoint {summary['out']} --prompt \"...\"   or   "

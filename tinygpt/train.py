@@ -133,7 +133,7 @@ class Trainer:
             self.print(f"note: --warmup-iters {cfg.warmup_iters}{default} is more than --max-iters {cfg.max_iters}: the "
                        f"learning rate rises for the whole run and ends at {self.schedule(cfg.max_iters - 1):.2g} "
                        f"(--lr is {cfg.lr:g})")
-        self.t0, losses, interrupted = time.time(), {}, False
+        self.t0, losses, interrupted, first_step = time.time(), {}, False, self.step
         with self._ctrl_c_finishes_the_step(), self.report.progress(cfg, self.step):
             try:
                 if self.last_good_step is None:                        # a new run (not one resumed at step 0)
@@ -187,7 +187,7 @@ class Trainer:
             self.report.plot(wait=True)
         return {"step": self.step, "train_loss": losses.get("train"), "val_loss": losses.get("val"),
                 "best_val_loss": self.best_val, "out": str(self.out), "seconds": time.time() - self.t0,
-                "interrupted": interrupted, "ctrl_c": self._ctrl_c, "rank": world.rank, "world_size": world.size}
+                "first_step": first_step, "interrupted": interrupted, "ctrl_c": self._ctrl_c, "rank": world.rank, "world_size": world.size}
 
     def _profile(self):
         """--profile N: N training steps (after 2 warm-up steps) under autograd.profiler, then
@@ -359,8 +359,12 @@ class Trainer:
             return
         self.data.rng = np.random.default_rng(stream_seed(cfg.seed + 1, world.rank, self.step))
         backend.seed(_int_seed(stream_seed(cfg.seed, world.rank, self.step)))
+        saved = state.get("train_config", {})
+        before = saved_size * saved.get("batch_size", cfg.batch_size) * saved.get("grad_accum", cfg.grad_accum)
+        now = world.size * cfg.batch_size * cfg.grad_accum       # --batch-size is per process
         self.print(f"note: this run was saved by {saved_size} process(es) and continues on {world.size}: "
-                   "same weights and optimizer state, new random batch streams")
+                   "same weights and optimizer state, new random batch streams"
+                   + (f"; a step now takes {now} sequences, where it took {before}" if now != before else ""))
 
     # ------------------------------------------------------------------ evaluation and saving
     @no_grad()

@@ -381,6 +381,8 @@ def test_resume_on_a_different_number_of_ranks_keeps_weights_and_moments(corpus,
         state = trainer.optimizer.state[id(p)]
         assert state["step"] == 4 and np.array_equal(state["exp_avg_sq"], moments[f"exp_avg_sq/{name}"])
     assert any("saved by 2 process(es) and continues on 1" in m for m in messages)
+    # --batch-size 4 per process: 2 x 4 sequences a step before, 1 x 4 now
+    assert any("a step now takes 4 sequences, where it took 8" in m for m in messages)
     summary = Trainer(resumed, explicit=explicit, out_stream=lambda *_: None).run()
     assert summary["step"] == 6 and summary["world_size"] == 1
     # one process saves at step 4; two ranks go on to step 6 from it

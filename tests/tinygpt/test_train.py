@@ -176,6 +176,10 @@ def test_train_then_generate_chat_and_load_end_to_end(corpus, tmp_path):
     text = model.generate("First", max_length=15, seed=1)
     assert text.startswith("First") and len(text) > len("First")
     assert model.tokenizer.kind == "char" and model.config.block_size == 16
+    more = subprocess.run([sys.executable, "-m", "tinygpt", "train", "--resume", "--out", str(out), "--max-iters", "34",
+                           "--no-progress"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert more.returncode == 0, more.stderr
+    assert "done: step 34, 4 steps in" in more.stdout     # it said "done: 34 steps", counting the first run's
 
 
 def test_the_same_seed_gives_the_same_run(corpus, tmp_path):
