@@ -265,9 +265,9 @@ class SGD(Optimizer):
 def clip_grad_norm(params, max_norm, foreach=None):
     """Scale all gradients together so that their global L2 norm is at most ``max_norm``.
 
-    norm = sqrt(sum over every parameter and element of g^2); if norm > max_norm every
-    gradient is multiplied by max_norm / (norm + 1e-6), as PyTorch's
-    ``clip_grad_norm_`` does. Returns the norm before clipping as a 0-d array (call
+    norm = sqrt(sum over every parameter and element of g^2); every gradient is multiplied
+    by min(1, max_norm / (norm + 1e-6)), as PyTorch's ``clip_grad_norm_`` does (so a norm
+    within 1e-6 of max_norm is scaled by a hair too). Returns the norm before clipping as a 0-d array (call
     ``float()`` on it to read it; on CUDA that is the only copy to the host).
 
     ``foreach`` (None: True where the kernels run on CUDA, as AdamW's): the gradients are
@@ -317,7 +317,8 @@ class WarmupCosine:
                           r = (step - warmup) / (decay - warmup)
         step >  decay  :  min_lr
 
-    (the schedule of GPT-3's paper, Brown et al. 2020, sec. B, and nanoGPT.)
+    (the schedule of GPT-3's paper, Brown et al. 2020, sec. B, with the warm-up of Karpathy's
+    build-nanogpt: max_lr from step warmup - 1; nanoGPT's train.py divides by warmup + 1.)
     """
 
     def __init__(self, max_lr, min_lr, warmup_steps, decay_steps):

@@ -14,8 +14,8 @@ Backward (g = dL/dy), with t = tanh(u) and dt/du = 1 - t^2:
 
 The forward saves x and t = tanh(u): the backward then needs no tanh (the costliest
 elementwise function here), at the price of keeping t between the passes. (PyTorch's
-autograd, running Hugging Face's GELU as separate operations, keeps more: x, x^3, u
-and tanh(u).)
+autograd, running Hugging Face's GELU as separate operations, keeps more: x, tanh(u),
+1 + tanh(u) and 0.5 x, the operands its pow, tanh and last product need.)
 """
 from __future__ import annotations
 

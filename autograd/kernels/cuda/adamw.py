@@ -7,7 +7,7 @@ For each element i of a parameter p with gradient g and moments m, v (flat, (n,)
     p <- p - step_size m / (sqrt(v) / bc2_sqrt + eps)
 with step_size = lr / (1 - beta1^t) and bc2_sqrt = sqrt(1 - beta2^t) for step t: the
 bias corrections of m and v, folded in. The operations happen in the same order, with
-the same roundings, as the NumPy update in optim.py; the launcher forms 1 - lr decay,
+the same roundings, as the NumPy update in kernels/adamw.py; the launcher forms 1 - lr decay,
 1 - beta1 and 1 - beta2 in double precision, as Python does there. One pass over p, g,
 m and v instead of the NumPy update's dozen.
 """

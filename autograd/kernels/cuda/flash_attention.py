@@ -26,7 +26,7 @@ Limits: the head size is at most HS_MAX (its running row lives in the thread's l
 memory); the launcher (kernels/cuda/__init__.py) says so. One thread per row and a loop
 over the tile: simple and exact, not tuned (no tensor cores). On an H200, one layer at
 GPT-2's shape (B 8, 12 heads, T 1024), forward and backward, took 90 ms against the fused
-softmax's 8.9 ms, while adding 97 MiB of memory against its 1584 (benchmarks/README.md).
+softmax's 4.8 ms, while adding 97 MiB of memory against its 1584 (benchmarks/README.md).
 """
 from __future__ import annotations
 
