@@ -97,13 +97,15 @@ class Module:
         unexpected = [k for k in state if k not in params]
         wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(p.shape)}"
                  for k, p in params.items() if k in state and tuple(state[k].shape) != tuple(p.shape)]
+        def first(items, sep, shown=3):   # a few, then a count: a GPT-2 has 148 tensors
+            return sep.join(items[:shown]) + (f"{sep}... and {len(items) - shown} more" if len(items) > shown else "")
         problems = []
         if strict and missing:
-            problems.append("missing keys: " + ", ".join(missing))
+            problems.append("missing keys: " + first(missing, ", "))
         if strict and unexpected:
-            problems.append("unexpected keys: " + ", ".join(unexpected))
+            problems.append("unexpected keys: " + first(unexpected, ", "))
         if wrong:
-            problems.append("shape mismatch: " + "; ".join(wrong))
+            problems.append("shape mismatch: " + first(wrong, "; "))
         if problems:
             raise StateDictError("load_state_dict: " + " | ".join(problems))
         for key, p in params.items():

@@ -129,9 +129,11 @@ def resolve_checkpoint(path, prefer=("best", "latest")) -> Path:
         for candidate in (p / name, p / f"{name}.old"):
             if (candidate / MODEL_FILE).exists() and (candidate / STATE_FILE).exists():
                 return candidate
-    if (p / "config.json").is_file() and any((p / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
-        raise TinyGPTError(f"{path} holds a Hugging Face model, not a tinygpt checkpoint: give it as "
-                           f"--pretrained {path} (generate, chat, explore) or --init-from {path} (train)")
+    from .hf import has_hf_weights
+    if has_hf_weights(p):
+        raise TinyGPTError(f"{path} holds a Hugging Face model (already transformers' format), not a tinygpt "
+                           f"checkpoint: give it as --pretrained {path} (generate, chat, explore) or --init-from "
+                           f"{path} (train)")
     if describe_run(p) == LOG_ONLY:
         raise TinyGPTError(f"no checkpoint in {path}: its run stopped before saving one; start it afresh "
                            "with the same tinygpt train command and --overwrite")
@@ -200,7 +202,7 @@ def read_resume(out, world) -> dict:
         latest = resolve_checkpoint(out, prefer=("latest",))
         state = read_state(latest)
         return {"state": state, "model": read_arrays(latest / MODEL_FILE),
-                "optimizer": read_optimizer_state(latest, state)}
+                "optimizer": read_optimizer_state(latest, state), "folder": str(latest)}
     return world.from_main(read)
 
 
@@ -258,7 +260,7 @@ CHECKPOINT_FILES = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)   # what a checkpoin
 _RUN_NAME = re.compile(r"^(latest|best)(\.old|\.tmp-\d+)?$|^log\.jsonl$|^loss\.png(\.tmp\d+\.png)?$")
 
 
-def _named_like_a_run(p: Path) -> bool:
+def named_like_a_run(p: Path) -> bool:
     """latest, best, log.jsonl, loss.png, and the names their interrupted writes leave
     (latest.tmp-<pid>, best.old, loss.png.tmp<pid>.png); not a user's best.txt."""
     return _RUN_NAME.match(p.name) is not None
@@ -290,7 +292,7 @@ def _run_paths(out: Path):
     """Every path of ``out`` that belongs to a run, leftovers of interrupted writes included."""
     if not out.is_dir():
         return []
-    return [p for p in out.iterdir() if _named_like_a_run(p) and _written_by_tinygpt(p)]
+    return [p for p in out.iterdir() if named_like_a_run(p) and _written_by_tinygpt(p)]
 
 
 def foreign_entries(out: Path):
@@ -298,7 +300,7 @@ def foreign_entries(out: Path):
     did not write: training there would replace them."""
     if not out.is_dir():
         return []
-    return sorted(p for p in out.iterdir() if _named_like_a_run(p) and not _written_by_tinygpt(p))
+    return sorted(p for p in out.iterdir() if named_like_a_run(p) and not _written_by_tinygpt(p))
 
 
 LOG_ONLY = "a log but no checkpoint"   # describe_run of a run stopped before its first checkpoint

@@ -313,10 +313,7 @@ def main(argv=None):
         command = {"train": _cmd_train, "generate": _cmd_generate, "chat": _cmd_chat,
                    "export-hf": _cmd_export_hf, "plot": _cmd_plot, "explore": _cmd_explore}[args.command]
         return command(args)
-    except TinyGPTError as exc:
-        print(f"tinygpt {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except StateDictError as exc:   # weights that do not fit the model their config describes
+    except (TinyGPTError, StateDictError) as exc:   # the latter: weights that do not fit their model
         print(f"tinygpt {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -130,7 +130,7 @@ def _hub_cache_dirs():
     return dirs
 
 
-def _has_weights(folder: Path) -> bool:
+def has_hf_weights(folder: Path) -> bool:
     return (folder / "config.json").is_file() and any(
         (folder / f).is_file() for f in ("model.safetensors", "pytorch_model.bin"))
 
@@ -141,10 +141,10 @@ def _snapshot(repo_folder: Path):
     ref = repo_folder / "refs" / "main"
     if ref.is_file():
         candidate = snapshots / ref.read_text().strip()
-        if _has_weights(candidate):
+        if has_hf_weights(candidate):
             return candidate
     if snapshots.is_dir():
-        found = sorted((p for p in snapshots.iterdir() if _has_weights(p)), key=lambda p: p.stat().st_mtime)
+        found = sorted((p for p in snapshots.iterdir() if has_hf_weights(p)), key=lambda p: p.stat().st_mtime)
         if found:
             return found[-1]
     return None
@@ -161,7 +161,7 @@ def resolve(name_or_path) -> Path:
     """The folder holding config.json and the weights for ``name_or_path``."""
     path = Path(str(name_or_path)).expanduser()
     if path.exists():
-        if _has_weights(path):
+        if has_hf_weights(path):
             return path
         snap = _snapshot(path)
         if snap is not None:
@@ -177,7 +177,8 @@ def resolve(name_or_path) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError:
         snapshot_download = None
-    if snapshot_download is not None and not os.environ.get("HF_HUB_OFFLINE"):
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")   # as huggingface_hub reads it
+    if snapshot_download is not None and not offline:
         last_error = None
         for repo_id in _repo_ids(name)[::-1]:
             try:
@@ -222,7 +223,12 @@ def _read_weights(folder: Path):
                            "(pip install torch==2.13.0), or convert it to model.safetensors") from None
     path = folder / "pytorch_model.bin"
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:   # the format before PyTorch 1.6 cannot be memory-mapped
+            if "_use_new_zipfile_serialization" not in str(exc):
+                raise
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  (torch's errors for a damaged or foreign file vary by version)
         raise TinyGPTError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if not isinstance(state, dict):
@@ -231,6 +237,21 @@ def _read_weights(folder: Path):
         if not isinstance(value, torch.Tensor):
             raise TinyGPTError(f"{path}: {key} is not a tensor")
         yield key, value.float().numpy() if value.dtype != torch.float32 else value.numpy()
+
+
+def _exported_tokenizer(folder: Path, config: GPTConfig):
+    """The character tokenizer export() wrote beside a character model's weights, or None."""
+    path = folder / CHAR_TOKENIZER_FILE
+    if not path.is_file():
+        return None
+    from .tokenizer import tokenizer_from_dict
+    try:
+        tokenizer = tokenizer_from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise TinyGPTError(f"cannot read {path}: {exc}") from None
+    if tokenizer.vocab_size != config.vocab_size:
+        raise TinyGPTError(f"{path} has {tokenizer.vocab_size} tokens, the model {config.vocab_size}")
+    return tokenizer
 
 
 def from_pretrained(name_or_path, device=None):
@@ -244,7 +265,7 @@ def from_pretrained(name_or_path, device=None):
     except (OSError, json.JSONDecodeError) as exc:
         raise TinyGPTError(f"cannot read {folder / 'config.json'}: {exc}") from None
     config = config_from_hf(hf_config, where=str(folder / "config.json"))
-    model = GPT2(config, init=False)   # GPT-2's vocabulary gets GPT-2's tokenizer
+    model = GPT2(config, tokenizer=_exported_tokenizer(folder, config), init=False)   # else GPT-2's, for its vocabulary
     params = dict(model.named_parameters())
     loaded = set()
     for hf_name, value in _read_weights(folder):
@@ -272,13 +293,23 @@ CHAR_TOKENIZER_FILE = "tinygpt_tokenizer.json"   # a character model's alphabet,
 
 
 def check_export_folder(out_dir) -> Path:
-    """``out_dir`` as a Path, refused in one line if it holds a tinygpt run or checkpoint."""
-    from .checkpoint import STATE_FILE, describe_run
+    """``out_dir`` as a Path, refused in one line if it holds a tinygpt run or checkpoint
+    (the export would overwrite its weights), lies inside a checkpoint, or is named like a
+    checkpoint of the run folder it is in (the run's next save replaces those, and the
+    export with them)."""
+    from .checkpoint import STATE_FILE, describe_run, named_like_a_run
     out = Path(out_dir)
     if (out / STATE_FILE).exists() or describe_run(out) is not None:
         kind = "checkpoint" if (out / STATE_FILE).exists() else "run"
         raise TinyGPTError(f"{out} holds a tinygpt {kind}, whose weights the export would overwrite; "
                            "export into another folder")
+    for above in out.absolute().parents:
+        if (above / STATE_FILE).exists():
+            raise TinyGPTError(f"{out} is inside the tinygpt checkpoint {above}, which the run's next save "
+                               "replaces; export into another folder")
+    if named_like_a_run(out) and describe_run(out.absolute().parent) is not None:
+        raise TinyGPTError(f"{out} is named like a checkpoint of the run in {out.parent}, which its next save "
+                           "replaces; export into another folder")
     return out
 
 
@@ -300,4 +331,6 @@ def export(model, out_dir):
     (out / "config.json").write_text(json.dumps(config_to_hf(model.config, gpt2_tokens), indent=2))
     if not gpt2_tokens:
         (out / CHAR_TOKENIZER_FILE).write_text(json.dumps(model.tokenizer.to_dict(), ensure_ascii=False))
+    else:   # an earlier export of a character model there: its alphabet is not this model's
+        (out / CHAR_TOKENIZER_FILE).unlink(missing_ok=True)
     return out

@@ -99,7 +99,9 @@ class CharTokenizer:
             unknown = "".join(sorted({c for c in text if c not in self.index}))
             shown = repr(unknown if len(unknown) <= 40 else unknown[:40]) + ("..." if len(unknown) > 40 else "")
             skipped = len(text) - len(ids)
-            share = f"{skipped:,} of {len(text):,} characters, {100 * skipped / len(text):.0f}%"
+            percent = 100 * skipped / len(text)
+            percent = "<1" if percent < 1 else ">99" if percent > 99 else f"{percent:.0f}"
+            share = f"{skipped:,} of {len(text):,} characters, {percent}%"
             print(f"warning: characters not in the model's alphabet are skipped ({share}): {shown}", file=sys.stderr)
             self._warned = True
         return ids

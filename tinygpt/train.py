@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from autograd import BackendUnavailable, backend, no_grad, optim, profiler
+from autograd.nn import StateDictError
 from autograd.kernels import linear_cross_entropy
 
 from . import dist
@@ -286,7 +287,11 @@ class Trainer:
         backend.seed(cfg.seed)
         self.model = GPT2(mcfg, tokenizer=tokenizer, init=world.is_main and resume is None).to(cfg.dtype)
         if resume is not None:
-            self.model.load_state_dict(resume["model"])
+            try:
+                self.model.load_state_dict(resume["model"])
+            except StateDictError as exc:   # weights replaced by another program's, say
+                raise TinyGPTError(f"{Path(resume['folder']) / 'model.safetensors'} does not fit the model its "
+                                   f"state.json describes: {str(exc).removeprefix('load_state_dict: ')}") from None
         elif self._pretrained is not None:
             self.model.load_state_dict(self._pretrained.state_dict())
         self._pretrained = None
@@ -335,12 +340,14 @@ class Trainer:
                   f"but --max-iters is {cfg.max_iters}: nothing to train (pass a larger --max-iters)")
         self.print(f"resuming {self.out} from step {self.step}"
                    + (f" (val loss {val:.4f})" if isinstance(val, float) else "") + f" {target}")
-        was = lr_schedule(TrainConfig.from_dict(state["train_config"]))
-        if was.decay != self.schedule.decay and "lr_decay_iters" not in self.explicit and cfg.max_iters > self.step:
-            self.print(f"note: the learning rate's decay now ends at step {self.schedule.decay}, not at "
-                       f"{was.decay} as this run's did, so from step {self.step} it is "
-                       f"{self.schedule(self.step):.2g} where the run had it at {was(self.step):.2g}; "
-                       f"to keep the run's schedule, resume with --lr-decay-iters {was.decay}")
+        was, now = lr_schedule(TrainConfig.from_dict(state["train_config"])), self.schedule
+        if (was.decay != now.decay and "lr_decay_iters" not in self.explicit and cfg.max_iters > self.step
+                and not math.isclose(now(self.step), was(self.step), rel_tol=1e-3)):
+            keep = (f"; to keep the run's schedule, resume with --lr-decay-iters {was.decay}"
+                    if now.warmup == was.warmup else "")         # else the warm-up moved too
+            self.print(f"note: the learning rate's decay now ends at step {now.decay}, not at {was.decay} "
+                       f"as this run's did, so from step {self.step} it is {now(self.step):.2g} where the run "
+                       f"had it at {was(self.step):.2g}{keep}")
         self.report.truncate_log(self.step)   # drop lines written after the checkpoint (a run that died)
 
     def _restore_streams(self, state):

@@ -57,6 +57,16 @@ def test_loading_names_shape_mismatches():
         Net().load_state_dict(state)
 
 
+def test_a_long_list_of_problems_names_three_and_counts_the_rest():
+    # a GPT-2 has 148 tensors: all of them named made one error line of about 10 kB
+    state = {name: np.zeros((1,) + value.shape, dtype=value.dtype) for name, value in Net().state_dict().items()}
+    n = len(state)
+    with pytest.raises(nn.StateDictError) as err:
+        Net().load_state_dict(state)
+    message = str(err.value)
+    assert message.count(" vs model ") == 3 and message.endswith(f"... and {n - 3} more")
+
+
 def test_train_and_eval_reach_every_submodule():
     net = Net().eval()
     assert all(not m.training for _, m in net.named_modules())

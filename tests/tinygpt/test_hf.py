@@ -152,6 +152,13 @@ def test_export_hf_command_on_a_trained_run(tmp_path):
     alphabet = json.loads((tmp_path / "hf" / "tinygpt_tokenizer.json").read_text())
     assert alphabet == {"kind": "char", "chars": "".join(ours.tokenizer.chars)}
     assert "tinygpt_tokenizer.json" in result.stderr and f"exported {tmp_path / 'run' / 'best'}" in result.stdout
+    # and back: the export loads with its characters, so text goes in and out
+    again = GPT2.from_pretrained(tmp_path / "hf")
+    assert again.tokenizer.kind == "char" and again.tokenizer.chars == ours.tokenizer.chars
+    assert again.generate("to be", max_new_tokens=5, temperature=0).startswith("to be")
+    # a GPT-2-token model exported there later takes the alphabet away with it
+    export(_tiny_model(), tmp_path / "hf")
+    assert not (tmp_path / "hf" / "tinygpt_tokenizer.json").exists()
 
 
 def _tiny_model(vocab=50257):
@@ -174,6 +181,13 @@ def test_export_refuses_a_folder_holding_a_tinygpt_run_or_checkpoint(tmp_path):
         assert f"holds a tinygpt {kind}" in result.stderr
         with pytest.raises(TinyGPTError, match=f"holds a tinygpt {kind}"):
             export(_tiny_model(), target)
+    # inside a checkpoint, or named like one of the run's: the run's next save would delete it
+    for target, message in ((tmp_path / "run" / "best" / "hf", "is inside the tinygpt checkpoint"),
+                            (tmp_path / "run" / "latest.old", "is named like a checkpoint of the run")):
+        with pytest.raises(TinyGPTError, match=message):
+            export(_tiny_model(), target)
+        assert not target.exists()
+    export(_tiny_model(), tmp_path / "run" / "hf")          # a folder of its own there is left alone by a save
     assert (tmp_path / "run" / "best" / "model.safetensors").read_bytes() == weights
     assert not (tmp_path / "run" / "config.json").exists()
 
@@ -247,6 +261,38 @@ def test_damaged_weight_files_are_one_line(tmp_path):
     torch.save({"transformer.wte.weight": [1, 2]}, folder / "pytorch_model.bin")
     with pytest.raises(TinyGPTError, match="pytorch_model.bin"):
         GPT2.from_pretrained(folder)
+
+
+def test_a_pytorch_bin_in_the_format_before_pytorch_1_6_loads(small, tmp_path):
+    """Such a file cannot be memory-mapped; it was reported as unreadable."""
+    torch = torch_or_skip()
+    hf, folder = small
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    shutil.copy(folder / "config.json", legacy / "config.json")
+    torch.save(hf.state_dict(), legacy / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    ours = GPT2.from_pretrained(legacy)
+    assert np.abs(hf_logits(hf, IDS) - ours(IDS)[0].data).max() <= 1e-5
+
+
+def test_hf_hub_offline_0_still_downloads(tmp_path, monkeypatch):
+    """huggingface_hub reads HF_HUB_OFFLINE=0 as online; tinygpt had read any value as offline."""
+    import types
+    calls = []
+
+    def snapshot_download(repo_id, **kw):
+        calls.append(repo_id)
+        raise ConnectionError("no network in this test")
+    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(snapshot_download=snapshot_download))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("HF_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for value, tries in (("0", 2), ("false", 2), ("1", 0), ("YES", 0)):
+        calls.clear()
+        monkeypatch.setenv("HF_HUB_OFFLINE", value)
+        with pytest.raises(TinyGPTError, match="download failed" if tries else "HF_HUB_OFFLINE is set"):
+            GPT2.from_pretrained("gpt2")
+        assert len(calls) == tries, value                   # gpt2 and openai-community/gpt2
 
 
 def test_generate_with_pretrained_weights_from_the_command_line(bpe):

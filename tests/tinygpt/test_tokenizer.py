@@ -54,6 +54,9 @@ def test_char_tokenizer_warning_says_how_much_is_skipped_and_stays_short(capsys)
     err = capsys.readouterr().err
     assert "98 of 100 characters, 98%" in err
     assert len(err) < 200 and err.rstrip().endswith("...")   # 98 unknowns shown as the first 40
+    for known, share in ((999, "1 of 1,000 characters, <1%"), (1, "999 of 1,000 characters, >99%")):
+        CharTokenizer.from_text("a").encode("a" * known + "z" * (1000 - known))
+        assert share in capsys.readouterr().err               # not "0%" and "100%"
 
 
 def test_unknown_tokenizer_is_a_clear_error():

@@ -100,6 +100,39 @@ def test_resuming_with_a_larger_max_iters_says_the_learning_rate_goes_back_up(co
     assert "--lr-decay-iters 8" in note
 
 
+@pytest.mark.parametrize("first, then, expect", [
+    # a warm-up longer than the first run: the rate is still rising, and the same either way
+    ({"max_iters": 8, "warmup_iters": 20}, {"max_iters": 16}, None),
+    # the warm-up changed too: --lr-decay-iters alone would not bring the old schedule back
+    ({"max_iters": 8, "warmup_iters": 2}, {"max_iters": 16, "warmup_iters": 4}, "where the run had it at 0.0003"),
+], ids=["still_warming_up", "warm_up_changed"])
+def test_the_learning_rate_note_says_only_what_is_true(corpus, tmp_path, first, then, expect):
+    run(small_config(corpus, tmp_path / "r", **first))
+    lines = []
+    cfg = TrainConfig(out=str(tmp_path / "r"), resume=True, progress=False, **then)
+    Trainer(cfg, out_stream=lines.append, explicit={"out", "resume", "progress", *then}).run()
+    notes = [line for line in lines if "learning rate's decay" in line]
+    if expect is None:
+        assert notes == []
+    else:
+        (note,) = notes
+        assert expect in note and "--lr-decay-iters" not in note
+
+
+def test_resuming_weights_that_do_not_fit_is_one_bounded_line(corpus, tmp_path):
+    from tinygpt.checkpoint import save_arrays
+    run(small_config(corpus, tmp_path / "r", max_iters=4))
+    weights = read_arrays(tmp_path / "r" / "latest" / "model.safetensors")
+    save_arrays({k: np.zeros((2,) + v.shape, v.dtype) for k, v in weights.items()},
+                tmp_path / "r" / "latest" / "model.safetensors", metadata={"format": "tinygpt-checkpoint-1"})
+    result = subprocess.run([sys.executable, "-m", "tinygpt", "train", "--resume", "--out", str(tmp_path / "r"),
+                             "--max-iters", "6", "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert f"{tmp_path / 'r' / 'latest' / 'model.safetensors'} does not fit" in lines[0]
+    assert "load_state_dict" not in lines[0] and "more" in lines[0] and len(lines[0]) < 600
+
+
 def test_train_from_python_refuses_a_misspelt_setting_and_leaves_the_config_alone(corpus, tmp_path, capsys):
     from tinygpt.train import train
     with pytest.raises(TypeError, match="unknown settings: max_iter$|unknown settings: max_iter "):

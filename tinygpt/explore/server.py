@@ -283,7 +283,7 @@ def _sampling(body: dict, default_temperature: float):
     top_p = _number(body, "top_p", None, -math.inf, math.inf)
     try:
         if top_k is not None:   # as on the command line and in the chat: 0 is every token
-            top_k = top_k_from_user(_integer(body, "top_k", None, -2 ** 63, 2 ** 63))
+            top_k = top_k_from_user(top_k)
         check_sampling(temperature, top_k, top_p)
     except SamplingError as exc:
         raise BadRequest(f'"{exc.setting}" {exc.rule}') from None
@@ -402,6 +402,8 @@ class _Server6(_Server):
 def make_server(explorer: Explorer, host="127.0.0.1", port=8000, quiet=False) -> ThreadingHTTPServer:
     """A ThreadingHTTPServer bound to (host, port); port 0 picks a free one."""
     handler = type("Handler", (_Handler,), {"explorer": explorer, "quiet": quiet})
+    if host.startswith("[") and host.endswith("]"):        # [::1], as a URL writes an IPv6 address
+        host = host[1:-1]
     server_class = _Server6 if ":" in host else _Server      # an IPv6 address such as ::1
     try:
         server = server_class((host, port), handler)

@@ -247,7 +247,9 @@ def test_a_model_without_a_log_reports_none(run_dir):
     ("/api/next", {"text": "a", "temperature": "hot"}, '"temperature" must be a number, got \'hot\''),
     ("/api/next", {"text": "a", "top_p": 0}, '"top_p"'),
     ("/api/next", {"text": "a", "top_k": -1}, '"top_k" must be 0 (every token) or a positive integer'),
-    ("/api/next", {"text": "a", "top_k": 2.5}, '"top_k"'),
+    ("/api/next", {"text": "a", "top_k": 2.5}, '"top_k" must be 0 (every token) or a positive integer, got 2.5'),
+    ("/api/next", {"text": "a", "top_k": "3"}, '"top_k" must be 0 (every token) or a positive integer, got \'3\''),
+    ("/api/next", {"text": "a", "top_k": True}, '"top_k" must be 0 (every token) or a positive integer, got True'),
     ("/api/next", {"text": ""}, "at least 1 token"),
     ("/api/attention", {"text": "abc", "layer": 2}, '"layer" must be an integer from 0 to 1'),
     ("/api/attention", {"text": "abc", "head": -1}, '"head"'),
@@ -570,7 +572,8 @@ def test_an_ipv6_loopback_host_is_served(run_dir):
     listened on IPv4 only."""
     if not _ipv6_loopback_works():
         pytest.skip("this machine has no IPv6 loopback")
-    httpd = server_module.make_server(server_module.Explorer(GPT2.load(run_dir), source="ipv6"), "::1", 0, quiet=True)
+    # written as a URL writes it, too
+    httpd = server_module.make_server(server_module.Explorer(GPT2.load(run_dir), source="ipv6"), "[::1]", 0, quiet=True)
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         base = server_module.url_of("::1", httpd.server_address[1]).rstrip("/")
