@@ -109,6 +109,13 @@ def save_checkpoint(folder, model, state: dict, optimizer=None):
     write_atomically(Path(folder), write)
 
 
+def has_hf_weights(folder: Path) -> bool:
+    """Whether ``folder`` holds a Hugging Face model: config.json and its weights (hf.py reads
+    them; here, so that a checkpoint's path that is one gets a pointer to --pretrained)."""
+    return (folder / "config.json").is_file() and any(
+        (folder / f).is_file() for f in ("model.safetensors", "pytorch_model.bin"))
+
+
 def resolve_checkpoint(path, prefer=("best", "latest")) -> Path:
     """The checkpoint folder for ``path``: itself if it holds one, else its
     ``best``/``latest`` subfolder (or a leftover ``.old`` copy of one)."""
@@ -129,7 +136,6 @@ def resolve_checkpoint(path, prefer=("best", "latest")) -> Path:
         for candidate in (p / name, p / f"{name}.old"):
             if (candidate / MODEL_FILE).exists() and (candidate / STATE_FILE).exists():
                 return candidate
-    from .hf import has_hf_weights
     if has_hf_weights(p):
         raise TinyGPTError(f"{path} holds a Hugging Face model (already transformers' format), not a tinygpt "
                            f"checkpoint: give it as --pretrained {path} (generate, chat, explore) or --init-from "

@@ -29,6 +29,7 @@ import numpy as np
 from autograd import backend
 from autograd.install import install_hint
 
+from .checkpoint import has_hf_weights
 from .config import GPT2_VOCAB, GPTConfig
 from .errors import TinyGPTError
 from .model import GPT2
@@ -128,11 +129,6 @@ def _hub_cache_dirs():
         dirs.append(Path(os.environ["HF_HOME"]) / "hub")
     dirs.append(Path.home() / ".cache" / "huggingface" / "hub")
     return dirs
-
-
-def has_hf_weights(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and any(
-        (folder / f).is_file() for f in ("model.safetensors", "pytorch_model.bin"))
 
 
 def _snapshot(repo_folder: Path):
