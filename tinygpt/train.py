@@ -118,7 +118,10 @@ class Trainer:
             self.print = _silent
             dist.quiet_unless_main(self.world)
         try:
-            with self.world.abort_on_error():   # one process: exceptions go on up, unchanged
+            # a diverging run overflows in NumPy (exp, the squares of the norm) on its way to a
+            # NaN loss, which the loss check reports in one line: NumPy's warnings (a source
+            # line each, from every rank) only get in its way
+            with self.world.abort_on_error(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 return self._profile() if self.cfg.profile else self._run()
         finally:
             linear_cross_entropy.release_buffers()   # the head's (N, V) buffer, kept between steps

@@ -168,6 +168,15 @@ def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(corp
     assert all(np.isfinite(w).all() for w in weights.values())
 
 
+def test_a_diverging_run_from_the_command_line_is_one_line_without_numpys_warnings(corpus, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tinygpt", "train", "--data", str(corpus), "--out",
+                             str(tmp_path / "run"), "--preset", "tiny", "--tokenizer", "char", "--max-iters", "20",
+                             "--lr", "1e4", "--grad-clip", "0", "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr     # was: "RuntimeWarning: overflow ..."
+    assert "the loss became" in lines[0] and "Try a lower --lr" in lines[0]
+
+
 def test_ctrl_c_saves_and_exits_cleanly(corpus, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "tinygpt", "train", "--data", str(corpus), "--out", str(out), "--preset", "tiny",
