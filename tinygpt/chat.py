@@ -20,7 +20,8 @@ import sys
 import numpy as np
 
 
-from .generate import SamplingError, check_sampling, generate_ids, next_token_distribution, top_k_from_user
+from .generate import (SamplingError, check_sampling, generate_ids, next_token_distribution, sample_seed,
+                       top_k_from_user)
 from .tokenizer import StreamDecoder
 
 SEPARATOR = "\n\n"
@@ -167,7 +168,7 @@ class Chat:
         reply, pending, started = "", "", False
         seen = []
         on_logits = seen.append if self.debug else None
-        seed = None if self.rng_seed is None else self.rng_seed + len(self.turns)
+        seed = sample_seed(self.rng_seed, len(self.turns) - 1)     # the first reply: --seed itself
         self._write("bot>\n" if self.debug else "bot> ")   # debug rows start on their own lines
         stopped = False
         try:

@@ -49,7 +49,7 @@ def _sampling_setting(setting, parse):
     """An argparse type for one sampling setting: parsed here, its rule from
     generate.check_sampling (the one home of those rules)."""
     def convert(text):
-        from .generate import SamplingError, check_sampling, top_k_from_user
+        from .generate import SamplingError, check_sampling, check_seed, top_k_from_user
         try:
             value = parse(text)
         except ValueError:
@@ -57,6 +57,9 @@ def _sampling_setting(setting, parse):
         try:
             if setting == "top_k":
                 return top_k_from_user(value)          # 0: every token, as in the chat's /topk
+            if setting == "seed":
+                check_seed(value)
+                return value
             check_sampling(**{setting: value})
         except SamplingError as exc:
             raise argparse.ArgumentTypeError(exc.rule) from None
@@ -120,7 +123,7 @@ def _sampling_arguments(parser, max_new_tokens):
                         help="sample among the k most likely tokens; 0 = every token (default: 200)")
     parser.add_argument("--top-p", type=_sampling_setting("top_p", float), default=None,
                         help="sample among the most likely tokens of total probability p, in (0, 1] (default: off)")
-    parser.add_argument("--seed", type=int, default=None,
+    parser.add_argument("--seed", type=_sampling_setting("seed", int), default=None,
                         help="random seed for reproducible samples (default: none, a new sample each time)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu or cuda (default: cpu)")
 
@@ -218,14 +221,14 @@ def _load(args):
 
 
 def _cmd_generate(args):
-    from .generate import stream_text
+    from .generate import sample_seed, stream_text
 
     model = _load(args)
     for i in range(args.num_samples):
         if args.num_samples > 1:
             print(f"--- sample {i + 1} ---")
         sys.stdout.write(args.prompt)
-        seed = None if args.seed is None else args.seed + i
+        seed = sample_seed(args.seed, i)
         for piece in stream_text(model, args.prompt, max_new_tokens=args.max_new_tokens,
                                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=seed):
             sys.stdout.write(piece)

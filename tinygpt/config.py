@@ -122,7 +122,7 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "eval_iters", "eval_interval"):
             if getattr(self, name) < 1:
                 raise TinyGPTError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_iters", "warmup_iters", "sample_tokens", "profile"):
+        for name in ("max_iters", "warmup_iters", "sample_tokens", "profile", "seed"):
             if getattr(self, name) < 0:
                 raise TinyGPTError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
         if self.block_size is not None and self.block_size < 1:

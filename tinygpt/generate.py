@@ -60,6 +60,22 @@ def check_sampling(temperature=0.0, top_k=None, top_p=None, max_new_tokens=1) ->
         raise SamplingError("max_new_tokens", f"must be an integer, at least 1, got {max_new_tokens!r}")
 
 
+def check_seed(seed) -> None:
+    """A sampling seed: None (a new sample each time) or a whole number, 0 or more (NumPy's
+    generators take no negative seed). Raises SamplingError otherwise."""
+    if seed is not None and not (_number(seed) and int(seed) == seed and seed >= 0):
+        raise SamplingError("seed", f"must be a whole number, 0 or more, got {seed!r}")
+
+
+def sample_seed(seed, index: int):
+    """The seed of the index-th sample (or chat reply) of a run given ``seed``: the seed itself
+    for the first, then one drawn from (seed, index), so that the samples of --seed 1 are not
+    those of --seed 2 shifted by one (seed + index made them so). None stays None."""
+    if seed is None or index == 0:
+        return seed
+    return int(np.random.SeedSequence([int(seed), index]).generate_state(1)[0])
+
+
 def top_k_from_user(value: int):
     """A top-k typed by a user (the command line, the chat): 0 turns top-k off (None, every
     token), an integer >= 1 keeps that many; anything else is a SamplingError."""
@@ -199,12 +215,13 @@ def generate_ids(model, prompt, max_new_tokens=100, temperature=0.8, top_k=None,
     array before sampling (the chat's /debug view uses it).
     """
     check_sampling(temperature, top_k, top_p)
+    check_seed(seed)
     ids = _start_ids(model, prompt)
     block = model.config.block_size
     if len(ids) > block:
         warn(f"the prompt has {len(ids)} tokens, more than the context of {block}; keeping the last {block}")
         ids = ids[-block:]
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(None if seed is None else int(seed))
     eot = model.tokenizer.eot_id if (stop_at_eot and model.tokenizer is not None) else None
     was_training = model.training
     model.eval()

@@ -214,3 +214,13 @@ def test_a_file_given_as_checkpoint_names_its_folder(tmp_path):
     stray.parent.mkdir()
     stray.write_bytes(b"\x00" * 10)
     assert_one_line_error(tinygpt("generate", "--checkpoint", str(stray)), "is a file", "tinygpt train")
+
+
+@pytest.mark.parametrize("command", [["generate", "--seed", "-1"], ["chat", "--seed", "-2"], ["train", "--seed", "-1"]],
+                         ids=["generate", "chat", "train"])
+def test_a_negative_seed_is_one_line(command, tmp_path):
+    """generate and train printed NumPy's ValueError; the chat only at its first reply."""
+    result = tinygpt(*command, cwd=tmp_path, input="hi\n")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode in (1, 2) and "Traceback" not in result.stderr, result.stderr
+    assert len(lines) <= 2 and "seed" in lines[-1] and "0 or more" in lines[-1], result.stderr

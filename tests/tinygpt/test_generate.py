@@ -90,6 +90,20 @@ def test_a_seed_makes_sampling_reproducible():
     assert generate_text(model, "be", 20, seed=1) == generate_text(model, "be", 20, seed=1)
 
 
+@pytest.mark.parametrize("seed", [-1, 1.5, "3"])
+def test_a_seed_that_numpy_cannot_take_is_a_clear_error(seed):
+    with pytest.raises(TinyGPTError, match="seed must be a whole number, 0 or more"):
+        generate_text(char_model(), "be", 5, seed=seed)     # -1 was NumPy's ValueError
+
+
+def test_later_samples_of_a_seed_are_not_the_next_seeds_samples():
+    from tinygpt.generate import sample_seed
+    assert sample_seed(None, 3) is None and sample_seed(7, 0) == 7
+    firsts = {sample_seed(s, 0) for s in range(20)}
+    later = {sample_seed(s, i) for s in range(20) for i in range(1, 5)}
+    assert not firsts & later and len(later) == 80          # seed + i had made them overlap
+
+
 def test_a_prompt_longer_than_the_context_keeps_its_tail_with_a_warning(capsys):
     model = char_model(block_size=16)
     out = list(generate_ids(model, TEXT, 3, temperature=0))
