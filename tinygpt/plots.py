@@ -8,16 +8,33 @@ import os
 from pathlib import Path
 
 
+# what each kind of record must hold (numbers; a diverged step's loss may be NaN, a grad
+# norm None): the plot, the explorer and a resume read these fields
+_FIELDS = {"train": ("step", "loss", "lr"), "eval": ("step", "train_loss", "val_loss")}
+
+
+def _usable(record) -> bool:
+    if not isinstance(record, dict) or record.get("kind") not in _FIELDS:
+        return False
+    return all(isinstance(record.get(name), (int, float)) and not isinstance(record.get(name), bool)
+               for name in _FIELDS[record["kind"]])
+
+
 def read_log(path) -> list[dict]:
-    """The records of a run's log.jsonl (a half-written last line is skipped)."""
+    """The train and eval records of a run's log.jsonl. Lines that are not such a record
+    are skipped: a half-written last line, and whatever an editor or a damaged disk left
+    (text that is not UTF-8, JSON that is not a record, a record without its numbers),
+    which would otherwise stop a plot, the explorer or a --resume."""
     records = []
     try:
-        with open(path) as f:
+        with open(path, "rb") as f:
             for line in f:
                 try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass
+                    record = json.loads(line.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    continue
+                if _usable(record):
+                    records.append(record)
     except FileNotFoundError:
         pass
     return records

@@ -177,6 +177,25 @@ def test_a_diverging_run_from_the_command_line_is_one_line_without_numpys_warnin
     assert "the loss became" in lines[0] and "Try a lower --lr" in lines[0]
 
 
+def test_a_damaged_log_neither_stops_a_plot_nor_a_resume(corpus, tmp_path):
+    """A line of JSON that is no record, bytes that are not UTF-8, a train record without its
+    loss: the plot and --resume had stopped with a traceback on each."""
+    out = tmp_path / "run"
+    run(small_config(corpus, out, max_iters=4, eval_interval=4))
+    good = (out / "log.jsonl").read_bytes()
+    damage = b'42\n\xff\xfe garbage\n{"kind": "train", "step": 3}\n["a list"]\n{"kind": "eval", "step": "x"}\n'
+    first, rest = good.split(b"\n", 1)                     # (a log that does not start as JSON is not ours)
+    (out / "log.jsonl").write_bytes(first + b"\n" + damage + rest)
+    plot = subprocess.run([sys.executable, "-m", "tinygpt", "plot", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert plot.returncode == 0 and "Traceback" not in plot.stderr, plot.stderr
+    more = subprocess.run([sys.executable, "-m", "tinygpt", "train", "--resume", "--out", str(out), "--max-iters", "6",
+                           "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+    assert more.returncode == 0 and "Traceback" not in more.stderr, more.stderr
+    from tinygpt.plots import read_log
+    steps = [r["step"] for r in read_log(out / "log.jsonl") if r["kind"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]                     # the damage gone, the run's own records kept
+
+
 def test_ctrl_c_saves_and_exits_cleanly(corpus, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "tinygpt", "train", "--data", str(corpus), "--out", str(out), "--preset", "tiny",
