@@ -51,11 +51,14 @@ def _read_text(path: Path) -> str:
 
 def corpus_name(path=None) -> str:
     """The name a corpus gives its default run folder (runs/<name>), without reading it:
-    a file's stem, a folder's name, ``shakespeare`` for the bundled corpus."""
+    a file's stem, a folder's name, ``shakespeare`` for the bundled corpus. The path is
+    made absolute first, ".." taken away by its name alone, so that ``--data .`` names the
+    folder it is (its last part had been empty: runs/), and a file gives its stem whether or
+    not it is still there (a --resume whose corpus was deleted finds its run, then says so)."""
     if path is None:
         return BUNDLED_NAME
-    p = Path(path).expanduser()
-    return p.stem if p.is_file() else p.name
+    p = Path(os.path.abspath(Path(path).expanduser()))
+    return (p.name if p.is_dir() else p.stem) or "corpus"     # "corpus": the root folder
 
 
 def load_corpus(path=None) -> tuple[str, str]:

@@ -2,6 +2,7 @@
 -> chat -> GPT2.load contract end to end."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -194,6 +195,29 @@ def test_a_damaged_log_neither_stops_a_plot_nor_a_resume(corpus, tmp_path):
     from tinygpt.plots import read_log
     steps = [r["step"] for r in read_log(out / "log.jsonl") if r["kind"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6]                     # the damage gone, the run's own records kept
+
+
+def test_resume_finds_the_run_of_a_relative_data_path(corpus, tmp_path):
+    """`--data .` trained into runs/<folder> and its --resume looked in runs/; a deleted
+    corpus's --resume looked for runs/<name>.txt and blamed the run."""
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text(CORPUS)
+    common = ["--preset", "tiny", "--tokenizer", "char", "--block-size", "16", "--eval-iters", "1",
+              "--sample-tokens", "0", "--no-progress"]
+
+    def train(*args):
+        return subprocess.run([sys.executable, "-m", "tinygpt", "train", *args, *common], cwd=texts,
+                              capture_output=True, text=True)
+    first = train("--data", ".", "--max-iters", "2")
+    assert first.returncode == 0 and (texts / "runs" / "texts" / "latest").is_dir(), first.stderr
+    again = train("--data", ".", "--resume", "--max-iters", "3")
+    assert again.returncode == 0 and "resuming runs/texts from step 2" in again.stdout, again.stderr
+    shutil.copy(texts / "a.txt", texts / "b.txt")
+    assert train("--data", "b.txt", "--max-iters", "2").returncode == 0
+    (texts / "b.txt").unlink()
+    gone = train("--data", "b.txt", "--resume", "--max-iters", "3")
+    assert gone.returncode == 1 and f"data path {texts / 'b.txt'} does not exist" in gone.stderr, gone.stderr
 
 
 def test_ctrl_c_saves_and_exits_cleanly(corpus, tmp_path):
