@@ -55,8 +55,9 @@ class GPT2Tokenizer:
     def __init__(self):
         self._enc = _gpt2_encoding()
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``; the literal ``<|endoftext|>`` becomes token 50256."""
+    def encode(self, text: str, warn: bool = True) -> list[int]:
+        """Token ids of ``text``; the literal ``<|endoftext|>`` becomes token 50256. (``warn``:
+        as CharTokenizer's; every text has tokens here.)"""
         return self._enc.encode(text, allowed_special={EOT})
 
     def decode(self, ids) -> str:
@@ -91,16 +92,21 @@ class CharTokenizer:
     def from_text(cls, text: str) -> "CharTokenizer":
         return cls(sorted(set(text)))
 
-    def encode(self, text: str) -> list[int]:
+    def unknown(self, text: str) -> str:
+        """The characters of ``text`` outside the alphabet, each once, sorted."""
+        return "".join(sorted({c for c in text if c not in self.index}))
+
+    def encode(self, text: str, warn: bool = True) -> list[int]:
         """Ids of the characters of ``text``; characters outside the alphabet are
-        skipped, with one warning."""
+        skipped, with one warning per tokenizer (none with ``warn=False``: the chat
+        warns about each typed line itself)."""
         ids = [self.index[c] for c in text if c in self.index]
-        if len(ids) != len(text) and not self._warned:
-            unknown = "".join(sorted({c for c in text if c not in self.index}))
+        if warn and len(ids) != len(text) and not self._warned:
+            unknown = self.unknown(text)
             shown = repr(unknown if len(unknown) <= 40 else unknown[:40]) + ("..." if len(unknown) > 40 else "")
             skipped = len(text) - len(ids)
             percent = 100 * skipped / len(text)
-            percent = "<1" if percent < 1 else ">99" if percent > 99 else f"{percent:.0f}"
+            percent = "<1" if percent < 1 else ">99" if 99 < percent < 100 else f"{percent:.0f}"
             share = f"{skipped:,} of {len(text):,} characters, {percent}%"
             print(f"warning: characters not in the model's alphabet are skipped ({share}): {shown}", file=sys.stderr)
             self._warned = True

@@ -166,3 +166,54 @@ def test_ctrl_c_with_a_pipe_on_stdin_still_ends_the_chat(monkeypatch):
     except KeyboardInterrupt:
         return
     raise AssertionError("Ctrl-C in a pipe should end the chat")
+
+
+def _context_by_dropping_one_turn_at_a_time(c):
+    """The rule written plainly: every turn joined, the oldest dropped until the rest fits."""
+    from tinygpt.chat import SEPARATOR
+    block = c.model.config.block_size
+    budget = max(block - c.max_new_tokens, block // 2)
+    turns = list(c.turns)
+    while True:
+        ids = c.tok.encode(SEPARATOR.join(turns), warn=False) + c.separator_ids()
+        if len(ids) <= budget or len(turns) == 1:
+            return ids[-budget:]
+        turns.pop(0)
+
+
+def test_the_context_is_the_plain_rules_and_each_reply_encodes_only_what_can_fit(monkeypatch):
+    """The context had been found by encoding the whole history once per dropped turn: a
+    400-line conversation took 38 s instead of 1. It is the same context, from a bounded
+    number of encodings of the newest turns."""
+    from tinygpt.tokenizer import GPT2Tokenizer
+    rng = __import__("numpy").random.default_rng(3)
+    words = ["to", "be", "or", "not", "the", "question", "a", "Good morrow", "!", "\n"]
+    for tok in (model().tokenizer, GPT2Tokenizer()):
+        vocab = tok.vocab_size if hasattr(tok, "chars") else 50257
+        m = GPT2(GPTConfig(vocab_size=vocab, block_size=48, n_layer=1, n_head=1, n_embd=4), tokenizer=tok)
+        for max_new in (8, 30):
+            c = Chat(m, stdin=io.StringIO(""), stdout=io.StringIO(), max_new_tokens=max_new)
+            c.turns = [" ".join(rng.choice(words, size=rng.integers(1, 9))) for _ in range(400)]
+            calls = []
+            original = tok.encode
+            monkeypatch.setattr(tok, "encode", lambda text, warn=True: calls.append(len(text)) or original(text, warn))
+            got = c.context_ids()
+            assert sum(calls) < 2000                         # the newest turns, not 400 turns 400 times
+            monkeypatch.undo()
+            assert got == _context_by_dropping_one_turn_at_a_time(c)
+
+
+def test_unknown_characters_are_warned_about_for_each_line_typed_and_only_those(capsys):
+    c, out = chat(["hello WORLD", "fine", "and YOU"], max_new_tokens=4)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    # both lines with capitals, each naming its own; not the separator, not "fine"
+    assert len(err) == 2 and "'DLORW'" in err[0] and "'OUY'" in err[1]
+    assert "bot> warning" not in out
+
+
+def test_the_separator_is_not_warned_about_when_the_alphabet_has_no_newline(capsys):
+    backend.seed(0)
+    tok = CharTokenizer.from_text("ab ")
+    m = GPT2(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=4), tokenizer=tok)
+    Chat(m, stdin=io.StringIO("ab ba\nab\n"), stdout=io.StringIO(), max_new_tokens=3, seed=0).run()
+    assert "warning" not in capsys.readouterr().err          # it had warned about '\n', which no one typed

@@ -57,6 +57,8 @@ def test_char_tokenizer_warning_says_how_much_is_skipped_and_stays_short(capsys)
     for known, share in ((999, "1 of 1,000 characters, <1%"), (1, "999 of 1,000 characters, >99%")):
         CharTokenizer.from_text("a").encode("a" * known + "z" * (1000 - known))
         assert share in capsys.readouterr().err               # not "0%" and "100%"
+    CharTokenizer.from_text("a").encode("zzz")
+    assert "3 of 3 characters, 100%" in capsys.readouterr().err
 
 
 def test_unknown_tokenizer_is_a_clear_error():
