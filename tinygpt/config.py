@@ -80,7 +80,7 @@ class TrainConfig:
     """One training run. Defaults: the GPT-2 tokenizer on the bundled Shakespeare,
     the ``baby`` preset, sized to finish in a few minutes on a 2-core CPU."""
 
-    data: str | None = field(default=None, metadata={"help": "a .txt file or a folder of them (default: the bundled Shakespeare)"})
+    data: str | None = field(default=None, metadata={"help": "a .txt file, or a folder of them (subfolders too, hidden ones left out) (default: the bundled Shakespeare)"})
     out: str | None = field(default=None, metadata={"help": "run folder (default: runs/<corpus name>)"})
     preset: str = field(default="baby", metadata={"help": "model size: " + ", ".join(PRESETS)})
     tokenizer: str = field(default="gpt2", metadata={"help": "gpt2 (BPE, 50257 tokens) or char (one token per character)"})

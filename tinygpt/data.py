@@ -61,6 +61,27 @@ def corpus_name(path=None) -> str:
     return (p.name if p.is_dir() else p.stem) or "corpus"     # "corpus": the root folder
 
 
+def text_files(folder: Path) -> list[Path]:
+    """The .txt files under ``folder`` (NOTES.TXT too), in sorted order: in its subfolders
+    as well, through links to folders (each folder once, so a link loop ends), leaving out
+    hidden files and folders (".git", ".ipynb_checkpoints", a ".venv" full of licences). A
+    folder that cannot be read is an error rather than a silent gap in the corpus."""
+    found, seen = [], set()
+
+    def refuse(exc):
+        raise TinyGPTError(f"cannot read the folder {exc.filename}: {exc.strerror or exc}") from None
+    for top, folders, names in os.walk(folder, onerror=refuse, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:                     # reached again through a link: already listed
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        found += [Path(top) / n for n in names if not n.startswith(".") and n.lower().endswith(".txt")
+                  and (Path(top) / n).is_file()]
+    return sorted(found)
+
+
 def load_corpus(path=None) -> tuple[str, str]:
     """(text, name) of a .txt file, a folder of .txt files, or the bundled corpus."""
     if path is None:
@@ -70,7 +91,7 @@ def load_corpus(path=None) -> tuple[str, str]:
     if not p.exists():
         raise TinyGPTError(f"data path {path} does not exist")
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.suffix.lower() == ".txt" and f.is_file())   # NOTES.TXT too
+        files = text_files(p)
         if not files:
             raise TinyGPTError(f"folder {path} has no .txt files")
         text = "\n\n".join(_read_text(f) for f in files)

@@ -25,6 +25,42 @@ def test_a_folder_of_text_files_is_joined_in_order(tmp_path):
     assert text == "first\n\nsecond" and name == tmp_path.name
 
 
+def test_a_folder_is_read_through_links_to_folders_without_hidden_entries(tmp_path):
+    """A linked subfolder had been skipped (Python 3.11's rglob does not follow it) and a
+    hidden one read (.ipynb_checkpoints' copies, a .venv's licences)."""
+    corpus, other = tmp_path / "corpus", tmp_path / "other"
+    (corpus / "sub").mkdir(parents=True)
+    other.mkdir()
+    (corpus / "a.txt").write_text("A")
+    (corpus / "sub" / "b.txt").write_text("B")
+    (other / "c.txt").write_text("C")
+    (corpus / "linked").symlink_to(other, target_is_directory=True)
+    (corpus / "sub" / "loop").symlink_to(corpus, target_is_directory=True)     # must end
+    (corpus / ".hidden").mkdir()
+    (corpus / ".hidden" / "h.txt").write_text("H")
+    (corpus / ".dot.txt").write_text("D")
+    text, name = load_corpus(corpus)
+    assert text == "A\n\nC\n\nB" and name == "corpus"
+
+
+def test_a_folder_that_cannot_be_read_is_an_error_not_a_gap(tmp_path, monkeypatch):
+    # as root chmod 000 reads anyway: the refusal is made by the listing itself here
+    import os
+    corpus = tmp_path / "corpus"
+    (corpus / "locked").mkdir(parents=True)
+    (corpus / "a.txt").write_text("A")
+    (corpus / "locked" / "x.txt").write_text("X")
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(TinyGPTError, match=r"cannot read the folder .*locked: Permission denied"):
+        load_corpus(corpus)
+
+
 def test_windows_files_read_as_text_their_line_ends_and_mark_dropped_and_upper_case_names_count(tmp_path):
     (tmp_path / "A.TXT").write_bytes(b"\xef\xbb\xbfline one\r\nline two\r\n")
     (tmp_path / "b.txt").write_bytes(b"caf\xc3\xa9\r\n")
