@@ -4,7 +4,8 @@
    separated by a blank line); ``None`` means the bundled Shakespeare. Bytes that are
    not UTF-8 are reported with the file and byte offset.
 2. ``TokenData``: the text is tokenized once and cached as a uint16 memory-mapped file
-   named by the text's SHA-256 and the tokenizer, so a second run starts instantly.
+   named by the text's SHA-256, the tokenizer and the token count, so a second run starts
+   instantly (and a file cut short, whose size is not twice its count, is tokenized again).
    The first 90% of the tokens train, the last 10% validate.
 3. ``get_batch``: B random windows of T+1 tokens from one split, drawn with the
    dataset's own seeded generator (its state is saved in checkpoints, so a resumed run
@@ -143,9 +144,15 @@ class TokenData:
         key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
         tok = tokenizer.to_dict()
         tok_key = hashlib.sha256(json.dumps(tok, sort_keys=True).encode()).hexdigest()[:12]
-        path = cache_dir() / f"{key}-{tok['kind']}-{tok_key}.u16"
-        if path.exists():
-            return np.memmap(path, dtype=np.uint16, mode="r")
+        prefix = f"{key}-{tok['kind']}-{tok_key}"
+        for cached in sorted(cache_dir().glob(prefix + "-*.u16")):   # "-<count>": a cut file is not used
+            count = cached.stem.rsplit("-", 1)[1]
+            try:
+                whole = count.isdigit() and int(count) > 0 and cached.stat().st_size == 2 * int(count)
+            except OSError:
+                whole = False
+            if whole:
+                return np.memmap(cached, dtype=np.uint16, mode="r")
         if say is not None and len(text) >= LARGE_TEXT:
             say(f"tokenizing {len(text) / 1e6:.0f} million characters (once: the tokens are cached for the "
                 "next run) ...")
@@ -153,8 +160,9 @@ class TokenData:
         if ids.size and int(ids.max()) > 65535:
             raise TinyGPTError("token ids above 65535 do not fit the uint16 cache")
         ids = ids.astype(np.uint16)
-        if not write_cache:
+        if not write_cache or not ids.size:
             return ids
+        path = cache_dir() / f"{prefix}-{ids.size}.u16"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -110,6 +110,20 @@ def test_tokens_are_cached_as_uint16_and_reused():
     assert len(list(cache_dir().iterdir())) == 2
 
 
+@pytest.mark.parametrize("cut", [1, 2, "all"], ids=["odd_bytes", "one_token", "empty"])
+def test_a_cache_file_cut_short_is_tokenized_again(cut):
+    """An odd size and an empty file had been NumPy tracebacks; a cut of whole tokens had
+    silently trained on fewer tokens."""
+    text = "the quick brown fox jumps over the lazy dog. " * 50
+    tok = GPT2Tokenizer()
+    want = np.array(TokenData(text, tok, block_size=8).tokens)
+    (cached,) = cache_dir().iterdir()
+    whole = cached.read_bytes()
+    cached.write_bytes(b"" if cut == "all" else whole[:-cut])
+    again = TokenData(text, tok, block_size=8)
+    np.testing.assert_array_equal(again.tokens, want)
+
+
 def test_the_split_is_90_10_and_batches_are_shifted_windows():
     text = "".join(chr(97 + (i * 7) % 26) for i in range(2000))
     data = TokenData(text, CharTokenizer.from_text(text), block_size=16, seed=3)
