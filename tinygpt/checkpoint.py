@@ -143,6 +143,8 @@ def resolve_checkpoint(path, prefer=("best", "latest")) -> Path:
     if describe_run(p) == LOG_ONLY:
         raise TinyGPTError(f"no checkpoint in {path}: its run stopped before saving one; start it afresh "
                            "with the same tinygpt train command and --overwrite")
+    if any(f.suffix.lower() == ".txt" and f.is_file() for f in p.iterdir()):   # a corpus, not a run
+        raise TinyGPTError(f"no checkpoint in {path}, which holds text: train on it with: tinygpt train --data {path}")
     raise TinyGPTError(f"no checkpoint in {path}: train one first with: tinygpt train --out {path}")
 
 

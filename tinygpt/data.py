@@ -99,7 +99,7 @@ def load_corpus(path=None) -> tuple[str, str]:
     else:
         text = _read_text(p)
     if not text.strip():
-        raise TinyGPTError(f"the corpus at {path} is empty")
+        raise TinyGPTError(f"the corpus at {path} has no text (it is empty, or only whitespace)")
     return text, corpus_name(p)
 
 

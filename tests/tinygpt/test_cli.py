@@ -224,3 +224,10 @@ def test_a_negative_seed_is_one_line(command, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode in (1, 2) and "Traceback" not in result.stderr, result.stderr
     assert len(lines) <= 2 and "seed" in lines[-1] and "0 or more" in lines[-1], result.stderr
+
+
+def test_a_corpus_folder_given_as_a_checkpoint_points_to_training_on_it(tmp_path):
+    (tmp_path / "notes.txt").write_text("some text")
+    # it had said "train one first with: tinygpt train --out <the corpus folder>"
+    assert_one_line_error(tinygpt("chat", "--checkpoint", str(tmp_path)), "holds text",
+                          f"tinygpt train --data {tmp_path}")

@@ -76,7 +76,7 @@ def test_a_missing_path_is_a_clear_error(tmp_path):
 
 def test_an_empty_corpus_is_a_clear_error(tmp_path):
     (tmp_path / "empty.txt").write_text("  \n")
-    with pytest.raises(TinyGPTError, match="is empty"):
+    with pytest.raises(TinyGPTError, match=r"has no text \(it is empty, or only whitespace\)"):
         load_corpus(tmp_path / "empty.txt")
     (tmp_path / "sub").mkdir()
     with pytest.raises(TinyGPTError, match="no .txt files"):
