@@ -127,7 +127,8 @@ class TokenData:
 
     def __init__(self, text: str, tokenizer, block_size: int, seed=0, write_cache: bool = True, say=None):
         self.block_size = int(block_size)
-        self.tokens = self._tokens(text, tokenizer, write_cache, say)
+        self.corpus_sha = hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]   # names the text (and its cache)
+        self.tokens = self._tokens(text, tokenizer, write_cache, say, key=self.corpus_sha)
         n = len(self.tokens)
         cut = int(n * TRAIN_FRACTION)
         self.splits = {"train": self.tokens[:cut], "val": self.tokens[cut:]}
@@ -140,8 +141,8 @@ class TokenData:
         self.rng = np.random.default_rng(seed)
 
     @staticmethod
-    def _tokens(text: str, tokenizer, write_cache=True, say=None):
-        key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+    def _tokens(text: str, tokenizer, write_cache=True, say=None, key=None):
+        key = key or hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
         tok = tokenizer.to_dict()
         tok_key = hashlib.sha256(json.dumps(tok, sort_keys=True).encode()).hexdigest()[:12]
         prefix = f"{key}-{tok['kind']}-{tok_key}"

@@ -258,7 +258,7 @@ class Trainer:
             raise TinyGPTError(f"unknown device {cfg.device!r}; choose cpu or cuda") from None
         world.bind_device()
         cfg.validate()
-        resume = None
+        resume, trained_on = None, None
         if cfg.resume:   # the saved run's settings, then its corpus: rank 0 reads, every rank receives
             out = Path(cfg.out) if cfg.out else Path("runs") / corpus_name(cfg.data)   # a pipe is read once, below
             resume = read_resume(out, world)
@@ -305,6 +305,10 @@ class Trainer:
                               write_cache=world.is_main, say=self.print)
         if world.is_main:
             world.barrier()
+        saved_sha = resume["state"].get("corpus_sha") if resume is not None else None
+        if saved_sha not in (None, self.data.corpus_sha) and _same_corpus(cfg.data, trained_on):
+            self.print(f"note: {cfg.data or 'the bundled corpus'} has changed since this run was saved: its val "
+                       "loss from here is measured on the new text's last 10% (and best/ is kept by that measure)")
         eval_rng = np.random.default_rng(cfg.seed + 2)   # fixed evaluation batches, apart from training's
         self.eval_batches = {split: [self.data.get_batch(split, cfg.batch_size, rng=eval_rng)
                                      for _ in range(cfg.eval_iters)] for split in ("train", "val")}
@@ -415,7 +419,8 @@ class Trainer:
         if self.world.is_main:
             state = {"step": self.step, "val_loss": val_loss, "best_val_loss": self.best_val,
                      "train_config": self.cfg.to_dict(), "rng": backend.get_rng_state(),
-                     "data_rng": self.data.rng_state(), "time": time.time(), "world_size": self.world.size}
+                     "data_rng": self.data.rng_state(), "time": time.time(), "world_size": self.world.size,
+                     "corpus_sha": self.data.corpus_sha}
             if len(streams) > 1:
                 state["ranks"] = streams   # every rank's generators, in rank order
             save_checkpoint(self.out / "latest", self.model, state, optimizer=self.optimizer)

@@ -220,6 +220,18 @@ def test_resume_finds_the_run_of_a_relative_data_path(corpus, tmp_path):
     assert gone.returncode == 1 and f"data path {texts / 'b.txt'} does not exist" in gone.stderr, gone.stderr
 
 
+def test_resuming_on_a_corpus_edited_in_place_says_so(corpus, tmp_path):
+    run(small_config(corpus, tmp_path / "r", max_iters=4))
+    notes = {}
+    for name, text in (("same", CORPUS), ("edited", CORPUS + "Second Citizen:\nWe are accounted poor.\n")):
+        corpus.write_text(text)
+        lines = []
+        cfg = TrainConfig(out=str(tmp_path / "r"), resume=True, progress=False, max_iters=4 + len(notes) + 1)
+        Trainer(cfg, out_stream=lines.append, explicit={"out", "resume", "progress", "max_iters"}).run()
+        notes[name] = [line for line in lines if "has changed since this run was saved" in line]
+    assert notes["same"] == [] and len(notes["edited"]) == 1 and str(corpus) in notes["edited"][0]
+
+
 def test_ctrl_c_saves_and_exits_cleanly(corpus, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "tinygpt", "train", "--data", str(corpus), "--out", str(out), "--preset", "tiny",
