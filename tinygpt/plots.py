@@ -7,7 +7,6 @@ import json
 import os
 from pathlib import Path
 
-
 # what each kind of record must hold (numbers; a diverged step's loss may be NaN, a grad
 # norm None): the plot, the explorer and a resume read these fields
 _FIELDS = {"train": ("step", "loss", "lr"), "eval": ("step", "train_loss", "val_loss")}

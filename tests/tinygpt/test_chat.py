@@ -196,7 +196,8 @@ def test_the_context_is_the_plain_rules_and_each_reply_encodes_only_what_can_fit
             c.turns = [" ".join(rng.choice(words, size=rng.integers(1, 9))) for _ in range(400)]
             calls = []
             original = tok.encode
-            monkeypatch.setattr(tok, "encode", lambda text, warn=True: calls.append(len(text)) or original(text, warn))
+            monkeypatch.setattr(tok, "encode", lambda text, warn=True, calls=calls, original=original:
+                                calls.append(len(text)) or original(text, warn))
             got = c.context_ids()
             assert sum(calls) < 2000                         # the newest turns, not 400 turns 400 times
             monkeypatch.undo()
@@ -204,7 +205,7 @@ def test_the_context_is_the_plain_rules_and_each_reply_encodes_only_what_can_fit
 
 
 def test_unknown_characters_are_warned_about_for_each_line_typed_and_only_those(capsys):
-    c, out = chat(["hello WORLD", "fine", "and YOU"], max_new_tokens=4)
+    _, out = chat(["hello WORLD", "fine", "and YOU"], max_new_tokens=4)
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
     # both lines with capitals, each naming its own; not the separator, not "fine"
     assert len(err) == 2 and "'DLORW'" in err[0] and "'OUY'" in err[1]
