@@ -353,7 +353,12 @@ def parallel_rows(fn, n_rows: int, min_rows: int = 64) -> None:
         from concurrent.futures import ThreadPoolExecutor
         _pool["executor"] = ThreadPoolExecutor(max_workers=host_threads(), thread_name_prefix="tinygpt-rows")
     bounds = [n_rows * i // workers for i in range(workers + 1)]
-    futures = [_pool["executor"].submit(fn, bounds[i], bounds[i + 1]) for i in range(1, workers)]
+    floating = np.geterr()   # the caller's np.errstate: NumPy keeps it per thread, and a worker starts afresh
+
+    def share(lo, hi):
+        with np.errstate(**floating):
+            fn(lo, hi)
+    futures = [_pool["executor"].submit(share, bounds[i], bounds[i + 1]) for i in range(1, workers)]
     fn(bounds[0], bounds[1])  # the calling thread takes the first share
     for f in futures:
         f.result()  # re-raises a worker's exception

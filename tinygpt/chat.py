@@ -175,18 +175,25 @@ class Chat:
             estimate += self._length(turn) + separator
             if estimate > budget:
                 break
-        turns = self.turns[-(keep + 1):]
-        while True:
-            ids = self.tok.encode(SEPARATOR.join(turns), warn=False) + self.separator_ids()
-            if len(ids) <= budget or len(turns) == 1:
-                return ids[-budget:]
-            turns = turns[1:]
+        start = max(0, len(self.turns) - keep - 1)
+
+        def encoded(first):
+            return self.tok.encode(SEPARATOR.join(self.turns[first:]), warn=False) + self.separator_ids()
+        ids = encoded(start)
+        while len(ids) > budget and start < len(self.turns) - 1:   # too many: drop the oldest
+            start += 1
+            ids = encoded(start)
+        while start > 0 and len(ids) <= budget:                    # room left (turns that merge at the
+            longer = encoded(start - 1)                             # separators): take older ones
+            if len(longer) > budget:
+                break
+            start, ids = start - 1, longer
+        return ids[-budget:]
 
     def reply(self, text: str) -> str:
         unknown = self.tok.unknown(text) if hasattr(self.tok, "unknown") else ""
         if unknown:   # each line that has some, on its own line; the context's own separators are not the user's
-            shown = repr(unknown[:40]) + ("..." if len(unknown) > 40 else "")
-            print(f"warning: not in the model's alphabet, left out of this line: {shown}", file=sys.stderr)
+            print(f"warning: not in the model's alphabet, left out of this line: {unknown}", file=sys.stderr)
         self.turns.append(text)
         decoder = StreamDecoder(self.tok)
         reply, pending, started = "", "", False

@@ -116,6 +116,15 @@ def has_hf_weights(folder: Path) -> bool:
         (folder / f).is_file() for f in ("model.safetensors", "pytorch_model.bin"))
 
 
+def _holds_text(folder: Path) -> bool:
+    """Whether ``folder`` is a corpus tinygpt train --data would read (its .txt files)."""
+    from .data import text_files
+    try:
+        return bool(text_files(folder))
+    except (TinyGPTError, OSError):
+        return False
+
+
 def resolve_checkpoint(path, prefer=("best", "latest")) -> Path:
     """The checkpoint folder for ``path``: itself if it holds one, else its
     ``best``/``latest`` subfolder (or a leftover ``.old`` copy of one)."""
@@ -143,7 +152,7 @@ def resolve_checkpoint(path, prefer=("best", "latest")) -> Path:
     if describe_run(p) == LOG_ONLY:
         raise TinyGPTError(f"no checkpoint in {path}: its run stopped before saving one; start it afresh "
                            "with the same tinygpt train command and --overwrite")
-    if any(f.suffix.lower() == ".txt" and f.is_file() for f in p.iterdir()):   # a corpus, not a run
+    if p.is_dir() and _holds_text(p):            # a corpus, not a run: do not train into it
         raise TinyGPTError(f"no checkpoint in {path}, which holds text: train on it with: tinygpt train --data {path}")
     raise TinyGPTError(f"no checkpoint in {path}: train one first with: tinygpt train --out {path}")
 

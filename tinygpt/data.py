@@ -53,12 +53,14 @@ def _read_text(path: Path) -> str:
 def corpus_name(path=None) -> str:
     """The name a corpus gives its default run folder (runs/<name>), without reading it:
     a file's stem, a folder's name, ``shakespeare`` for the bundled corpus. The path is
-    made absolute first, ".." taken away by its name alone, so that ``--data .`` names the
+    made absolute first (through its links where it has ".."), so that ``--data .`` names the
     folder it is (its last part had been empty: runs/), and a file gives its stem whether or
     not it is still there (a --resume whose corpus was deleted finds its run, then says so)."""
     if path is None:
         return BUNDLED_NAME
-    p = Path(os.path.abspath(Path(path).expanduser()))
+    p = Path(path).expanduser()
+    # ".." after a link is the link target's parent (the folder read), so it is resolved then
+    p = Path(os.path.realpath(p) if ".." in p.parts else os.path.abspath(p))
     return (p.name if p.is_dir() else p.stem) or "corpus"     # "corpus": the root folder
 
 
@@ -141,8 +143,7 @@ class TokenData:
         self.rng = np.random.default_rng(seed)
 
     @staticmethod
-    def _tokens(text: str, tokenizer, write_cache=True, say=None, key=None):
-        key = key or hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+    def _tokens(text: str, tokenizer, write_cache, say, key: str):
         tok = tokenizer.to_dict()
         tok_key = hashlib.sha256(json.dumps(tok, sort_keys=True).encode()).hexdigest()[:12]
         prefix = f"{key}-{tok['kind']}-{tok_key}"

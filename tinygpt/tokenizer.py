@@ -93,8 +93,10 @@ class CharTokenizer:
         return cls(sorted(set(text)))
 
     def unknown(self, text: str) -> str:
-        """The characters of ``text`` outside the alphabet, each once, sorted."""
-        return "".join(sorted({c for c in text if c not in self.index}))
+        """The characters of ``text`` outside the alphabet, each once, sorted, as a warning
+        shows them: quoted, at most 40 ("..." after); "" when there are none."""
+        unknown = "".join(sorted({c for c in text if c not in self.index}))
+        return "" if not unknown else repr(unknown[:40]) + ("..." if len(unknown) > 40 else "")
 
     def encode(self, text: str, warn: bool = True) -> list[int]:
         """Ids of the characters of ``text``; characters outside the alphabet are
@@ -102,8 +104,7 @@ class CharTokenizer:
         warns about each typed line itself)."""
         ids = [self.index[c] for c in text if c in self.index]
         if warn and len(ids) != len(text) and not self._warned:
-            unknown = self.unknown(text)
-            shown = repr(unknown if len(unknown) <= 40 else unknown[:40]) + ("..." if len(unknown) > 40 else "")
+            shown = self.unknown(text)
             skipped = len(text) - len(ids)
             percent = 100 * skipped / len(text)
             percent = "<1" if percent < 1 else ">99" if 99 < percent < 100 else f"{percent:.0f}"

@@ -505,7 +505,22 @@ class Reporter:
             f.writelines(json.dumps(r) + "\n" for r in records)
 
     def truncate_log(self, step):
-        kept = [r for r in read_log(self.log_path) if r.get("step", 0) <= step]
+        """Drop the records written after the checkpoint at ``step`` (a run that died after
+        it). Every other record stays, of whatever kind; lines that are not JSON records at
+        all (damage) go."""
+        kept = []
+        try:
+            with open(self.log_path, "rb") as f:
+                for line in f:
+                    try:
+                        record = json.loads(line.decode("utf-8"))
+                    except (UnicodeDecodeError, json.JSONDecodeError):
+                        continue
+                    at = record.get("step", 0) if isinstance(record, dict) else None
+                    if isinstance(at, (int, float)) and not isinstance(at, bool) and at <= step:
+                        kept.append(record)
+        except FileNotFoundError:
+            pass
         self.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def train(self, records, tokens_per_step):

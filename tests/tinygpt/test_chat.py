@@ -204,6 +204,17 @@ def test_the_context_is_the_plain_rules_and_each_reply_encodes_only_what_can_fit
             assert got == _context_by_dropping_one_turn_at_a_time(c)
 
 
+def test_turns_that_merge_at_the_separators_still_get_the_plain_rules_context():
+    # "\n" + "\n\n" + "\n" is two GPT-2 tokens, not three: the joined turns are shorter than
+    # their lengths alone say, and the context takes the older turns that still fit
+    from tinygpt.tokenizer import GPT2Tokenizer
+    m = GPT2(GPTConfig(vocab_size=50257, block_size=64, n_layer=1, n_head=1, n_embd=4), tokenizer=GPT2Tokenizer())
+    for turns in (["\n"] * 40, ["a\n", "\nb", "\n"] * 15, ["x" * 200]):
+        c = Chat(m, stdin=io.StringIO(""), stdout=io.StringIO(), max_new_tokens=32)
+        c.turns = list(turns)
+        assert c.context_ids() == _context_by_dropping_one_turn_at_a_time(c)
+
+
 def test_unknown_characters_are_warned_about_for_each_line_typed_and_only_those(capsys):
     _, out = chat(["hello WORLD", "fine", "and YOU"], max_new_tokens=4)
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]

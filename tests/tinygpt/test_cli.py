@@ -231,3 +231,11 @@ def test_a_corpus_folder_given_as_a_checkpoint_points_to_training_on_it(tmp_path
     # it had said "train one first with: tinygpt train --out <the corpus folder>"
     assert_one_line_error(tinygpt("chat", "--checkpoint", str(tmp_path)), "holds text",
                           f"tinygpt train --data {tmp_path}")
+    nested, hidden = tmp_path / "nested", tmp_path / "hidden"
+    (nested / "ch1").mkdir(parents=True)
+    (nested / "ch1" / "a.txt").write_text("text in a subfolder")
+    hidden.mkdir()
+    (hidden / ".n.txt").write_text("hidden: training leaves it out")
+    assert_one_line_error(tinygpt("chat", "--checkpoint", str(nested)), "holds text", f"--data {nested}")
+    assert_one_line_error(tinygpt("chat", "--checkpoint", str(hidden)), f"tinygpt train --out {hidden}")
+    assert_one_line_error(tinygpt("generate", "--checkpoint", "/dev/null"), "no checkpoint in /dev/null")

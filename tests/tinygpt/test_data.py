@@ -43,6 +43,18 @@ def test_a_folder_is_read_through_links_to_folders_without_hidden_entries(tmp_pa
     assert text == "A\n\nC\n\nB" and name == "corpus"
 
 
+def test_a_run_folder_is_named_after_the_corpus_read_even_through_a_link_and_dotdot(tmp_path, monkeypatch):
+    from tinygpt.data import corpus_name
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "a.txt").write_text("A")
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "deep").symlink_to(tmp_path / "real" / "sub", target_is_directory=True)
+    monkeypatch.chdir(tmp_path / "proj")
+    assert load_corpus("deep/..")[1] == corpus_name("deep/..") == "real"     # the folder read, not proj
+    assert corpus_name(".") == "proj" and corpus_name("deep") == "deep"    # a link keeps its own name
+    assert corpus_name("gone.txt") == "gone" and corpus_name("/") == "corpus"
+
+
 def test_a_folder_that_cannot_be_read_is_an_error_not_a_gap(tmp_path, monkeypatch):
     # as root chmod 000 reads anyway: the refusal is made by the listing itself here
     import os

@@ -90,7 +90,7 @@ def test_a_seed_makes_sampling_reproducible():
     assert generate_text(model, "be", 20, seed=1) == generate_text(model, "be", 20, seed=1)
 
 
-@pytest.mark.parametrize("seed", [-1, 1.5, "3"])
+@pytest.mark.parametrize("seed", [-1, 1.5, "3", float("inf"), float("nan")])
 def test_a_seed_that_numpy_cannot_take_is_a_clear_error(seed):
     with pytest.raises(TinyGPTError, match="seed must be a whole number, 0 or more"):
         generate_text(char_model(), "be", 5, seed=seed)     # -1 was NumPy's ValueError

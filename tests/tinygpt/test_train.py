@@ -169,10 +169,13 @@ def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(corp
     assert all(np.isfinite(w).all() for w in weights.values())
 
 
-def test_a_diverging_run_from_the_command_line_is_one_line_without_numpys_warnings(corpus, tmp_path):
+@pytest.mark.parametrize("numba", ["1", "0"], ids=["compiled", "numpy_threads"])
+def test_a_diverging_run_from_the_command_line_is_one_line_without_numpys_warnings(corpus, tmp_path, numba):
+    # without numba, GELU runs NumPy on worker threads, which start without the caller's errstate
     result = subprocess.run([sys.executable, "-m", "tinygpt", "train", "--data", str(corpus), "--out",
                              str(tmp_path / "run"), "--preset", "tiny", "--tokenizer", "char", "--max-iters", "20",
-                             "--lr", "1e4", "--grad-clip", "0", "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+                             "--lr", "1e4", "--grad-clip", "0", "--batch-size", "16", "--no-progress"], cwd=ROOT,
+                            capture_output=True, text=True, env=dict(os.environ, TINYGPT_NUMBA=numba))
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1 and len(lines) == 1, result.stderr     # was: "RuntimeWarning: overflow ..."
     assert "the loss became" in lines[0] and "Try a lower --lr" in lines[0]
@@ -186,7 +189,8 @@ def test_a_damaged_log_neither_stops_a_plot_nor_a_resume(corpus, tmp_path):
     good = (out / "log.jsonl").read_bytes()
     damage = b'42\n\xff\xfe garbage\n{"kind": "train", "step": 3}\n["a list"]\n{"kind": "eval", "step": "x"}\n'
     first, rest = good.split(b"\n", 1)                     # (a log that does not start as JSON is not ours)
-    (out / "log.jsonl").write_bytes(first + b"\n" + damage + rest)
+    other = b'{"kind": "note", "step": 2, "text": "a record of a kind this version does not plot"}\n'
+    (out / "log.jsonl").write_bytes(first + b"\n" + damage + other + rest)
     plot = subprocess.run([sys.executable, "-m", "tinygpt", "plot", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert plot.returncode == 0 and "Traceback" not in plot.stderr, plot.stderr
     more = subprocess.run([sys.executable, "-m", "tinygpt", "train", "--resume", "--out", str(out), "--max-iters", "6",
@@ -195,6 +199,7 @@ def test_a_damaged_log_neither_stops_a_plot_nor_a_resume(corpus, tmp_path):
     from tinygpt.plots import read_log
     steps = [r["step"] for r in read_log(out / "log.jsonl") if r["kind"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6]                     # the damage gone, the run's own records kept
+    assert b'"kind": "note"' in (out / "log.jsonl").read_bytes()   # a resume keeps records of other kinds
 
 
 def test_resume_finds_the_run_of_a_relative_data_path(corpus, tmp_path):
