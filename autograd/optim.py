@@ -267,8 +267,8 @@ def clip_grad_norm(params, max_norm, foreach=None):
 
     norm = sqrt(sum over every parameter and element of g^2); every gradient is multiplied
     by min(1, max_norm / (norm + 1e-6)), as PyTorch's ``clip_grad_norm_`` does (so a norm
-    within 1e-6 of max_norm is scaled by a hair too). Returns the norm before clipping as a 0-d array (call
-    ``float()`` on it to read it; on CUDA that is the only copy to the host).
+    within 1e-6 of max_norm is scaled by a hair too). Returns the norm before clipping as a
+    0-d array (call ``float()`` on it to read it; on CUDA that is the only copy to the host).
 
     ``foreach`` (None: True where the kernels run on CUDA, as AdamW's): the gradients are
     copied into one flat buffer, one product gives the sum of squares and one operation

@@ -161,12 +161,13 @@ class Chat:
     def context_ids(self) -> list[int]:
         """The conversation's tokens, oldest turns dropped until there is room to reply.
 
-        The newest turns that might fit are found from each turn's own length (the joined
-        text can tokenize a little differently at the separators), one more is added for
-        that difference, and only those are encoded together, dropping from the oldest
-        until they fit: each reply encodes what the context can hold, where encoding the
-        whole history again for each turn dropped had made a 400-line conversation take
-        38 s instead of 1."""
+        The newest turns that might fit are found from each turn's own length, one more is
+        added, and those are encoded together; then the oldest are dropped while the joined
+        tokens are too many, or older turns taken while they still fit (joined text can
+        tokenize shorter at the separators). The result is the longest run of newest turns
+        that fits, as dropping one turn at a time from the whole history gives, but each
+        reply encodes about what the context holds: re-encoding the whole history once per
+        dropped turn had made a 400-line conversation take 38 s instead of 1."""
         block = self.model.config.block_size
         budget = max(block - self.max_new_tokens, block // 2)
         separator, estimate, keep = len(self.separator_ids()), 0, 0

@@ -402,8 +402,7 @@ class _Server6(_Server):
 def make_server(explorer: Explorer, host="127.0.0.1", port=8000, quiet=False) -> ThreadingHTTPServer:
     """A ThreadingHTTPServer bound to (host, port); port 0 picks a free one."""
     handler = type("Handler", (_Handler,), {"explorer": explorer, "quiet": quiet})
-    if host.startswith("[") and host.endswith("]"):        # [::1], as a URL writes an IPv6 address
-        host = host[1:-1]
+    host = bare_host(host)
     server_class = _Server6 if ":" in host else _Server      # an IPv6 address such as ::1
     try:
         server = server_class((host, port), handler)
@@ -412,6 +411,11 @@ def make_server(explorer: Explorer, host="127.0.0.1", port=8000, quiet=False) ->
             raise TinyGPTError(f"port {port} on {host} is already in use; choose another with --port") from None
         raise TinyGPTError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return server
+
+
+def bare_host(host: str) -> str:
+    """``host`` without the brackets a URL puts around an IPv6 address ("[::1]" -> "::1")."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 def is_loopback(host: str) -> bool:
@@ -449,6 +453,7 @@ def open_in_browser(url: str) -> bool:
 
 def serve(explorer: Explorer, host="127.0.0.1", port=8000, open_browser=False):
     """Serve until Ctrl-C; with ``open_browser``, also open the page in a web browser."""
+    host = bare_host(host)
     server = make_server(explorer, host, port)
     if not is_loopback(host):
         print(f"warning: --host {host} makes the explorer reachable from other machines; it has no "

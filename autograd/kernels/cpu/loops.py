@@ -174,8 +174,8 @@ def tanh_coefficients(depth: int = 12):
     the innermost level is (2 depth + 1) / 1, and each level above, r_k = (2k+1) + s / r_{k+1}
     with r_{k+1} = N / D, is ((2k+1) N + s D) / N. Then tanh u = u / r_0 = u D / N.
 
-    With depth 12 (P and Q of degree 6 in s = u^2) and |u| clamped to 9 (beyond which
-    tanh u is within 3e-8 of +-1), evaluated in float32: at most 4e-7 from tanh, against
+    With depth 12 (P and Q of degree 6 in s = u^2), used for |u| < 9 (beyond, t is +-1:
+    tanh u is within 3e-8 of it), evaluated in float32: at most 4e-7 from tanh, against
     6e-8 for NumPy's tanh (tests/autograd/test_fast_bodies.py checks it on a dense grid).
     All coefficients are positive, so Horner's rule adds no cancellation."""
     num, den = [Fraction(2 * depth + 1)], [Fraction(1)]
@@ -279,8 +279,8 @@ def exp_nonpositive_f32(x):
     """exp(x) for float32 x <= 0, in operations the compiler turns into SIMD (a call of
     math.exp stays one scalar call per element). exp(x) = 2^k exp(r) with k = round(x / ln 2)
     and r = x - k ln 2 in [-ln2/2, ln2/2]; exp(r) by its Taylor series to r^7 (the first term
-    left out is r^8/8! <= 5.2e-9 there, the whole remainder under 1e-8, below float32's 6e-8); 2^k, k in [-126, 0], written
-    straight into a float32's bits: exponent field k + 127, mantissa 0 (IEEE 754). Below -87
+    left out is r^8/8! <= 5.2e-9 there, the whole remainder under 1e-8, below float32's
+    6e-8); 2^k, k in [-126, 0], written straight into a float32's bits: exponent field k + 127, mantissa 0 (IEEE 754). Below -87
     it returns 0 (exp is below float32's normal numbers there), and a NaN is returned as
     itself (its conversion to an integer means nothing). Within 3e-7 relative of exp over
     [-87, 0], as measured (tests/autograd/test_fast_bodies.py allows 4e-7).

@@ -578,6 +578,9 @@ def test_an_ipv6_loopback_host_is_served(run_dir):
     try:
         base = server_module.url_of("::1", httpd.server_address[1]).rstrip("/")
         assert base.startswith("http://[::1]:")
+        # serve() says and opens the same for "[::1]": loopback, no warning, one pair of brackets
+        host = server_module.bare_host("[::1]")
+        assert server_module.is_loopback(host) and server_module.url_of(host, 8).startswith("http://[::1]:8")
         assert json.loads(get(base, "/api/info")[2])["tokenizer"] == "char"
     finally:
         httpd.shutdown()
