@@ -96,7 +96,7 @@ def _close_to_reference(fn, arrays, dtype, tol):
 LOOPS = {
     "GELU": ["gelu_forward_f32", "gelu_backward"],
     "LayerNorm": ["layernorm_forward", "layernorm_backward_dx"],
-    "CausalAttention": ["scale_mask_shift", "normalize_rows", "softmax_backward_rows"],
+    "CausalAttention": ["causal_softmax_rows_f32", "causal_softmax_backward_rows"],
     "LinearCrossEntropy": ["softmax_xent_rows_f32"],
 }
 
@@ -111,6 +111,21 @@ def test_each_fast_body_runs_its_compiled_loops(name, monkeypatch, two_threads):
     fn, shapes = CASES[name]
     _run(fn, [np.random.default_rng(i).standard_normal(s) for i, s in enumerate(shapes)], "float32", True)
     assert set(calls) == set(LOOPS[name])
+
+
+@pytest.mark.parametrize("name", ["CausalAttention", "CausalAttention, KV cache"])
+def test_float64_attention_runs_its_loops_and_equals_the_reference(name, monkeypatch, two_threads):
+    # float64 (gradcheck's dtype) takes loops of its own: the masked max, NumPy's exp, the sums
+    loops = _compiled_loops()
+    calls = []
+    for loop in ("scale_mask_shift", "normalize_rows", "causal_softmax_backward_rows"):
+        original = getattr(loops, loop)
+        monkeypatch.setattr(loops, loop, lambda *a, _loop=loop, _f=original: calls.append(_loop) or _f(*a))
+    fn, shapes = CASES[name]
+    arrays = [np.random.default_rng(i).standard_normal(s) for i, s in enumerate(shapes)]
+    # float64 both sides, the same formula in another order: roundings of 1e-16 each
+    _close_to_reference(fn, arrays, "float64", 1e-12)
+    assert set(calls) == {"scale_mask_shift", "normalize_rows", "causal_softmax_backward_rows"}
 
 
 def test_the_evaluation_head_runs_the_column_loop(monkeypatch, two_threads):
