@@ -8,6 +8,9 @@ for tensors that require it) and, when it was produced by a recorded operation,
 topological order (``backward_order``, computed with an explicit stack, so a graph of
 any depth is fine), calls each node's hand-written backward once with the sum of all
 gradients that reached it, and accumulates into ``.grad`` of the leaves that require it.
+Two gradients of one tensor are added into a new array, or in place into one that the
+tape knows nothing else holds (``_accumulate``); a backward may hand back ``RowGradient``,
+rows to be added at some row ids, which the tape adds straight into the other gradient.
 This file and function.py are the engine's core (the tape); nothing here knows any
 particular operation.
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 from . import backend, profiler
 
-__all__ = ["Tensor", "tensor", "backward_order"]
+__all__ = ["Tensor", "tensor", "backward_order", "RowGradient"]
 
 _DTYPES = {"float32", "float64", "float16", "bfloat16", "int32", "int64", "uint16", "uint8", "bool"}
 
@@ -157,11 +160,15 @@ class Tensor:
                 grad = grad.copy()        # optimizers and clipping scale in place
 
         grads = {id(self): grad}
+        owned = set()                             # ids of arrays in grads that nothing else holds
         prof = profiler.current()                 # autograd.profiler: time each backward, if asked
         for node in backward_order(self):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
+            owned.discard(id(g))
+            if isinstance(g, RowGradient):
+                g = g.dense()
             ctx = node._ctx
             if ctx is None:  # a leaf
                 if node.requires_grad:
@@ -173,6 +180,7 @@ class Tensor:
                 prof.add(ctx.fn.__name__, "backward", profiler.clock() - start)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
+            new = ctx.fn.__dict__.get("grads_are_new", False)   # declared by the class itself
             seen = set()
             for inp, ig in zip(ctx.inputs, input_grads):
                 if inp is None or ig is None or not inp.requires_grad:
@@ -181,7 +189,12 @@ class Tensor:
                     ig = ig.copy()
                 seen.add(id(ig))
                 key = id(inp)
-                grads[key] = ig if key not in grads else grads[key] + ig
+                if key in grads:
+                    grads[key] = _accumulate(grads[key], ig, owned, new)
+                else:
+                    grads[key] = ig
+                    if new and not isinstance(ig, RowGradient):
+                        owned.add(id(ig))
             if not retain_graph:
                 node._ctx = None  # release the saved arrays as we go
 
@@ -199,6 +212,61 @@ class Tensor:
         return Tensor(self.data >= _raw(other))
 
     __hash__ = object.__hash__
+
+
+class RowGradient:
+    """A gradient of shape (V, C) that is zero but for ``rows`` (N, C) added at row ``ids``
+    (N,), ids possibly repeated: an embedding table's, where a batch reads N of its V rows.
+    Handed to the tape by Embedding's fast backward (kernels/embedding.py) instead of the
+    dense (V, C) array, so that GPT-2's tied table, whose other gradient comes dense from
+    the language-model head, gets its rows added straight into that one: dense, the
+    default run spent 5.2 ms a step on zeros, the scatter and the sum of two 25 MB arrays,
+    where the scatter alone takes 0.9. The tape turns it dense (``dense``) before any
+    backward or leaf sees it."""
+
+    __slots__ = ("ids", "rows", "shape", "dtype")
+
+    def __init__(self, ids, rows, shape, dtype):
+        self.ids, self.rows, self.shape, self.dtype = ids, rows, tuple(shape), dtype
+
+    def add_to(self, out) -> None:
+        """out[ids[n]] += rows[n] for every n, in place (backend.scatter_add_rows)."""
+        backend.scatter_add_rows(out, self.ids, self.rows)
+
+    def dense(self):
+        out = backend.xp().zeros(self.shape, dtype=self.dtype)
+        self.add_to(out)
+        return out
+
+
+def _accumulate(a, b, owned, b_is_new):
+    """a + b, two gradients of one tensor. In place into an array the tape owns (one that it
+    made itself, or a fresh one from a backward whose class says ``grads_are_new``), instead
+    of a new array; a RowGradient is scattered into the dense side. ``owned`` holds the ids
+    of the arrays the tape may write to, and is updated for what is returned."""
+    xp = backend.xp()
+    if isinstance(a, RowGradient) and isinstance(b, RowGradient):
+        return RowGradient(xp.concatenate([a.ids, b.ids]), xp.concatenate([a.rows, b.rows]), a.shape, a.dtype)
+    if isinstance(a, RowGradient):                  # the dense one goes first
+        a, b = b, a
+        if b_is_new:
+            owned.add(id(a))
+    if isinstance(b, RowGradient):
+        if id(a) not in owned:
+            a = a.copy()
+            owned.add(id(a))
+        b.add_to(a)
+        return a
+    if id(a) in owned and a.shape == b.shape and a.dtype == b.dtype:
+        a += b
+        return a
+    if b_is_new and a.shape == b.shape and a.dtype == b.dtype:
+        b += a
+        owned.add(id(b))
+        return b
+    total = a + b
+    owned.add(id(total))
+    return total
 
 
 def _raw(x):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..function import Function
-from ..tensor import Tensor
+from ..tensor import RowGradient, Tensor
 from . import cuda
 
 
@@ -55,6 +55,18 @@ class Embedding(Function):
         dw = backend.xp().zeros((vocab, channels), dtype=ctx.dtype)   # (V, C)
         backend.scatter_add_rows(dw, ids.reshape(-1), g.reshape(-1, channels))
         return None, dw
+
+    forward_fast = forward
+
+    @staticmethod
+    def backward_fast(ctx, g):
+        """The same gradient, handed to the tape as the rows and their ids (tensor.py's
+        RowGradient) rather than as a (V, C) array: the tape adds them into the table's
+        other gradient where there is one (GPT-2's tied head), and makes them dense
+        where there is none."""
+        (ids,) = ctx.saved
+        vocab, channels = ctx.weight_shape
+        return None, RowGradient(ids.reshape(-1), g.reshape(-1, channels), (vocab, channels), ctx.dtype)
 
     @staticmethod
     def forward_cuda(ctx, ids, weight):

@@ -180,6 +180,10 @@ def _forward(ctx, x, weight, targets, ignore_index, rows_kernel, check_range, bu
 
 
 class LinearCrossEntropy(Function):
+    # the backward's dx and dW are new arrays that nothing else holds: the tape may add the
+    # other gradients of x and W into them in place (GPT-2's tied table: tensor.py)
+    grads_are_new = True
+
     @staticmethod
     def forward(ctx, x, weight, targets, ignore_index=-1):
         return _forward(ctx, x, weight, targets, ignore_index, softmax_xent_rows, check_range=True)

@@ -15,6 +15,9 @@ CASES = {
     "CausalAttention": (lambda q, k, v: F.causal_attention(q, k, v), [(2, 3, 17, 8)] * 3),
     "CausalAttention, KV cache": (lambda q, k, v: F.causal_attention(q, k, v), [(2, 3, 5, 8)] + [(2, 3, 17, 8)] * 2),
     "Linear": (lambda x, w, b: F.linear(x, w, b), [(1, 1, 37), (29, 37), (29,)]),   # one row: W @ x
+    "Embedding": (lambda w: F.embedding(np.array([[3, 0, 3], [7, 3, 1]]), w), [(11, 5)]),
+    "Embedding, tied to the head": (lambda w: F.linear_cross_entropy(F.embedding(np.array([3, 0, 3, 7]), w), w,
+                                                                     np.array([1, 3, 3, 0])), [(11, 5)]),
 }
 
 

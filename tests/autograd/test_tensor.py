@@ -5,6 +5,7 @@ import pytest
 import autograd
 from autograd import Tensor, no_grad
 from autograd import functional as F
+from autograd.function import Function
 
 
 def test_python_floats_become_float32_and_arrays_keep_their_dtype():
@@ -88,6 +89,98 @@ def test_backward_never_writes_into_or_hands_out_the_callers_gradient():
     (w + 1.0).backward(g)                          # w's gradient is g itself, passed through
     w.grad *= 0.5                                  # clipping scales gradients in place
     np.testing.assert_array_equal(g, before)
+
+
+class _Fresh(Function):
+    """y = 2 x, whose backward returns a new array, as it declares."""
+    grads_are_new = True
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2.0
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 2.0
+
+
+class _KeepsItsArray(_Fresh):
+    """The same, with a backward that hands out an array it keeps: its parent's
+    grads_are_new describes the parent's backward, and must not be inherited."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.kept = np.full(x.shape, 2.0, dtype=x.dtype)
+        return x * 2.0
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.kept
+
+
+class _KeepsNoClaim(Function):
+    forward = _KeepsItsArray.forward
+    backward = _KeepsItsArray.backward
+
+
+def test_the_tape_adds_in_place_only_into_arrays_nothing_else_holds():
+    # a second gradient of a tensor is never added into an array a backward keeps
+    for fn in (_KeepsItsArray, _KeepsNoClaim):
+        for first_fresh in (False, True):
+            x = Tensor(np.ones(3), dtype="float64", requires_grad=True)
+            a = fn.apply(x)
+            b = _Fresh.apply(x) if first_fresh else fn.apply(x)
+            kept = [n._ctx.kept for n in (a, b) if hasattr(n._ctx, "kept")]
+            (b + a).sum().backward()
+            np.testing.assert_array_equal(x.grad, [4.0, 4.0, 4.0])
+            for k in kept:
+                np.testing.assert_array_equal(k, [2.0, 2.0, 2.0])
+
+
+def test_embedding_rows_are_never_scattered_into_an_array_a_backward_keeps():
+    for first in ("kept", "rows"):
+        w = Tensor(np.ones((4, 2)), dtype="float64", requires_grad=True)
+        kept_out = _KeepsNoClaim.apply(w)
+        rows_out = F.embedding(np.array([1, 1, 3]), w)
+        kept = kept_out._ctx.kept
+        loss = kept_out.sum() + rows_out.sum() if first == "kept" else rows_out.sum() + kept_out.sum()
+        loss.backward()
+        np.testing.assert_array_equal(kept, np.full((4, 2), 2.0))
+        np.testing.assert_array_equal(w.grad, [[2, 2], [4, 4], [2, 2], [3, 3]])
+
+
+def test_three_gradients_of_one_tensor_add_up_when_the_tape_adds_in_place():
+    x = Tensor(np.arange(3.0), dtype="float64", requires_grad=True)
+    (x * 2.0 + x * 3.0 + x.exp()).sum().backward()
+    np.testing.assert_allclose(x.grad, 5.0 + np.exp(np.arange(3.0)))
+
+
+def test_a_tied_table_gets_the_embedding_rows_added_into_the_heads_gradient(monkeypatch):
+    # GPT-2's tied table: the embedding's rows are scattered into the head's dW, with no
+    # dense (V, C) array of their own; the result is what the dense reference gives
+    from autograd import backend
+    from autograd.tensor import RowGradient
+    rng = np.random.default_rng(0)
+    ids, targets = np.array([[3, 1, 3, 0]]), np.array([1, 2, 3, 3])      # a repeated id
+    table = rng.standard_normal((5, 4))
+
+    def grad(fast):
+        backend.use_fast_kernels(fast)
+        try:
+            w = Tensor(table, dtype="float64", requires_grad=True)
+            F.linear_cross_entropy(F.embedding(ids, w), w, targets).backward()
+            return w.grad
+        finally:
+            backend.use_fast_kernels(True)
+    made_dense = []
+    monkeypatch.setattr(RowGradient, "dense", lambda self: made_dense.append(1))
+    fast = grad(True)
+    assert not made_dense
+    np.testing.assert_allclose(fast, grad(False), rtol=1e-12, atol=1e-15)   # float64 roundings
+    monkeypatch.undo()
+    w = Tensor(table, dtype="float64", requires_grad=True)   # the embedding alone: made dense
+    F.embedding(ids, w).sum().backward()
+    np.testing.assert_array_equal(w.grad, np.bincount(ids.ravel(), minlength=5)[:, None] * np.ones((1, 4)))
 
 
 def test_backward_on_a_non_scalar_without_a_gradient_is_a_clear_error():
