@@ -301,6 +301,7 @@ class GetItem(Function):
     gradients must then add up, which ``numpy.add.at`` does (plain assignment would
     keep only one of them).
     """
+    grads_are_new = True     # the backward's array is new; the tape may add into it (tensor.py)
 
     @staticmethod
     def forward(ctx, a, index):

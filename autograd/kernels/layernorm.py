@@ -53,6 +53,8 @@ def _param_grads(ctx, g2, xhat):
 
 
 class LayerNorm(Function):
+    grads_are_new = True     # dx, dw, db: new arrays; the tape may add into them (tensor.py)
+
     @staticmethod
     def forward(ctx, x, weight, bias, eps=1e-5):
         xp = backend.xp()

@@ -25,6 +25,8 @@ from ..function import Function
 
 
 class Linear(Function):
+    grads_are_new = True     # dx, dW, db: new arrays; the tape may add into them (tensor.py)
+
     @staticmethod
     def forward(ctx, x, weight, bias=None):
         cin = x.shape[-1]
