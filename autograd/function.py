@@ -24,6 +24,11 @@ Rules every backward follows (the engine relies on them):
   * each gradient has exactly the shape and dtype of its input;
   * never modify ``grad`` in place (it may be shared), and return arrays that may
     be written (no read-only broadcast views).
+Two options: a table read by row ids may get a ``RowGradient`` (tensor.py) instead of its
+dense gradient (Embedding's fast backward); and a class whose backward returns only new
+arrays, sharing memory with nothing else nor with each other, may say so in its own body
+with ``grads_are_new = True`` (a subclass does not inherit it): the tape then adds the
+input's other gradients into those arrays in place rather than into a new one.
 
 Three bodies, one choice (DESIGN's "three faces of one kernel"). ``forward`` and
 ``backward`` are the NumPy reference, what a learner reads. A kernel may also define

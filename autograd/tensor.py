@@ -160,13 +160,13 @@ class Tensor:
                 grad = grad.copy()        # optimizers and clipping scale in place
 
         grads = {id(self): grad}
-        owned = set()                             # ids of arrays in grads that nothing else holds
+        owned = set()                             # keys of grads whose array nothing else holds
         prof = profiler.current()                 # autograd.profiler: time each backward, if asked
         for node in backward_order(self):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
-            owned.discard(id(g))
+            owned.discard(id(node))               # from here on, the backward or the leaf holds it
             if isinstance(g, RowGradient):
                 g = g.dense()
             ctx = node._ctx
@@ -190,11 +190,13 @@ class Tensor:
                 seen.add(id(ig))
                 key = id(inp)
                 if key in grads:
-                    grads[key] = _accumulate(grads[key], ig, owned, new)
+                    grads[key], mine = _accumulate(grads[key], ig, key in owned, new)
                 else:
-                    grads[key] = ig
-                    if new and not isinstance(ig, RowGradient):
-                        owned.add(id(ig))
+                    grads[key], mine = ig, new and not isinstance(ig, RowGradient)
+                if mine:
+                    owned.add(key)
+                else:
+                    owned.discard(key)
             if not retain_graph:
                 node._ctx = None  # release the saved arrays as we go
 
@@ -221,7 +223,8 @@ class RowGradient:
     dense (V, C) array, so that GPT-2's tied table, whose other gradient comes dense from
     the language-model head, gets its rows added straight into that one: dense, the
     default run spent 5.2 ms a step on zeros, the scatter and the sum of two 25 MB arrays,
-    where the scatter alone takes 0.9. The tape turns it dense (``dense``) before any
+    where the scatter alone takes 0.9 (the tape's work now: ``--profile`` counts it in
+    "the rest", not in Embedding's row). The tape turns it dense (``dense``) before any
     backward or leaf sees it."""
 
     __slots__ = ("ids", "rows", "shape", "dtype")
@@ -239,34 +242,30 @@ class RowGradient:
         return out
 
 
-def _accumulate(a, b, owned, b_is_new):
-    """a + b, two gradients of one tensor. In place into an array the tape owns (one that it
-    made itself, or a fresh one from a backward whose class says ``grads_are_new``), instead
-    of a new array; a RowGradient is scattered into the dense side. ``owned`` holds the ids
-    of the arrays the tape may write to, and is updated for what is returned."""
+def _accumulate(a, b, a_is_mine, b_is_new):
+    """a + b, two gradients of one tensor, and whether the tape may write to the result.
+    In place into an array that nothing else holds (one the tape made, or a new one from a
+    backward whose class says ``grads_are_new``) rather than into a new array; a
+    RowGradient is scattered into the dense side. Ownership is kept by tensor (the keys of
+    ``grads``), not by array: an array's id can be reused once it is freed."""
     xp = backend.xp()
     if isinstance(a, RowGradient) and isinstance(b, RowGradient):
-        return RowGradient(xp.concatenate([a.ids, b.ids]), xp.concatenate([a.rows, b.rows]), a.shape, a.dtype)
-    if isinstance(a, RowGradient):                  # the dense one goes first
-        a, b = b, a
-        if b_is_new:
-            owned.add(id(a))
+        return RowGradient(xp.concatenate([a.ids, b.ids]), xp.concatenate([a.rows, b.rows]), a.shape, a.dtype), False
+    if isinstance(a, RowGradient):                  # the dense one first
+        a, b, a_is_mine = b, a, b_is_new
     if isinstance(b, RowGradient):
-        if id(a) not in owned:
+        if not a_is_mine:
             a = a.copy()
-            owned.add(id(a))
         b.add_to(a)
-        return a
-    if id(a) in owned and a.shape == b.shape and a.dtype == b.dtype:
-        a += b
-        return a
-    if b_is_new and a.shape == b.shape and a.dtype == b.dtype:
-        b += a
-        owned.add(id(b))
-        return b
-    total = a + b
-    owned.add(id(total))
-    return total
+        return a, True
+    if a.shape == b.shape and a.dtype == b.dtype:
+        if a_is_mine:
+            a += b
+            return a, True
+        if b_is_new:
+            b += a
+            return b, True
+    return a + b, True
 
 
 def _raw(x):

@@ -149,6 +149,19 @@ def test_embedding_rows_are_never_scattered_into_an_array_a_backward_keeps():
         np.testing.assert_array_equal(w.grad, [[2, 2], [4, 4], [2, 2], [3, 3]])
 
 
+def test_gradients_of_two_dtypes_add_up_and_leave_kept_arrays_alone():
+    # an owned float32 gradient meeting a float64 one is added into a new array; the tape's
+    # ownership follows the tensor, so no later gradient is added into a backward's kept array
+    x = Tensor(np.ones((3, 2)), dtype="float32", requires_grad=True)
+    w = Tensor(np.full((4, 2), 0.5), dtype="float32")
+    kept_out = _KeepsNoClaim.apply(x)
+    kept = kept_out._ctx.kept
+    loss = F.linear(x, w).sum() + (x * Tensor(np.full((3, 2), 3.0), dtype="float64")).sum() + kept_out.sum()
+    loss.backward()
+    np.testing.assert_allclose(x.grad, np.full((3, 2), 2.0 + 3.0 + 2.0))
+    np.testing.assert_array_equal(kept, np.full((3, 2), 2.0))
+
+
 def test_three_gradients_of_one_tensor_add_up_when_the_tape_adds_in_place():
     x = Tensor(np.arange(3.0), dtype="float64", requires_grad=True)
     (x * 2.0 + x * 3.0 + x.exp()).sum().backward()
