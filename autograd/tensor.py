@@ -227,7 +227,7 @@ class RowGradient:
     "the rest", not in Embedding's row). The tape turns it dense (``dense``) before any
     backward or leaf sees it."""
 
-    __slots__ = ("ids", "rows", "shape", "dtype")
+    __slots__ = ("dtype", "ids", "rows", "shape")
 
     def __init__(self, ids, rows, shape, dtype):
         self.ids, self.rows, self.shape, self.dtype = ids, rows, tuple(shape), dtype
