@@ -47,11 +47,13 @@ def test_an_unknown_backend_name_is_refused():
 
 
 def test_the_environment_variable_is_read_at_import():
-    env = dict(os.environ, TINYGPT_DEVICE="cpu")
-    out = subprocess.run([sys.executable, "-c", "from autograd import backend; print(backend.name())"],
-                         env=env, cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "numpy"
+    # "cpu" is also the default, so it would pass unread: each value must change the result
+    code = "from autograd import backend; print(backend.name())"
+    for wanted, expected in (("cuda-sim", "cuda-sim"), ("cpu", "numpy")):
+        env = dict(os.environ, TINYGPT_DEVICE=wanted)
+        out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == expected
 
 
 def test_the_environment_variable_asking_for_cuda_without_cupy_names_the_fix():

@@ -149,7 +149,8 @@ def test_buckets_pack_parameters_in_order_by_size_and_dtype():
 
 
 class FakeComm:
-    """Two ranks with identical data, as seen from rank 0: a sum doubles the buffer."""
+    """Two ranks as seen from rank 0, rank 1 holding rank 0's buffer plus one: a sum makes
+    every element 2 b + 1, so that an average differs from either rank's own value."""
 
     def __init__(self, kinds="mpi,system"):
         self.calls, self.kinds = [], kinds
@@ -166,6 +167,7 @@ class FakeComm:
     def Allreduce(self, inplace, buffer, op=None):
         self.calls.append(buffer.size)
         buffer *= 2
+        buffer += 1                                    # + rank 1's (b + 1)
 
     def bcast(self, obj, root=0):
         return obj
@@ -191,10 +193,11 @@ def test_gradients_are_averaged_with_one_allreduce_per_bucket_not_per_parameter(
     grads = [np.random.default_rng(i).standard_normal(p.shape).astype(np.float32) for i, p in enumerate(params)]
     for p, g in zip(params, grads):
         p.grad = g.copy()
-    loss, stop = world.average_gradients(params, 3.0, True)
-    assert (loss, stop) == (3.0, True)                 # mean of two equal losses; one rank asked to stop
+    loss, stop = world.average_gradients(params, 3.0, False)
+    assert (loss, stop) == (3.5, True)                 # (3 + 4) / 2; rank 1 asked to stop (its flag 0 + 1)
     for p, g in zip(params, grads):
-        np.testing.assert_array_equal(p.grad, g)       # (g + g) / 2
+        # (g + (g + 1)) / 2, each in float32 as the buckets hold it
+        np.testing.assert_array_equal(p.grad, (np.float32(2) * g + np.float32(1)) * np.float32(0.5))
     buckets = len(world._grad_buckets[1])
     assert 1 < buckets < len(params) and world.allreduce_calls == buckets
     assert len(comm.calls) == buckets + 1              # the buckets, then loss and stop flag together
@@ -349,7 +352,7 @@ def test_a_rank_that_raises_ends_the_whole_job_promptly_with_its_error(corpus, t
 def cli_train(n, corpus, out, *extra):
     args = ["-m", "tinygpt", "train", "--data", corpus, "--out", out, "--preset", "tiny", "--tokenizer", "char",
             "--block-size", "16", "--batch-size", "4", "--eval-iters", "1", "--sample-tokens", "0",
-            "--no-progress", "--lr-decay-iters", "16", "--seed", "5", *extra]
+            "--no-progress", "--warmup-iters", "2", "--lr-decay-iters", "16", "--seed", "5", *extra]
     result, _ = mpirun(n, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     return result

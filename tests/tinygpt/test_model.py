@@ -53,8 +53,11 @@ def test_initialisation_scales_the_residual_projections():
     backend.seed(0)
     model = GPT2(GPTConfig(vocab_size=300, block_size=32, n_layer=8, n_head=4, n_embd=64))
     params = dict(model.named_parameters())
-    assert abs(params["transformer.h.0.attn.c_attn.weight"].data.std() - 0.02) < 0.002
-    assert abs(params["transformer.h.0.mlp.c_proj.weight"].data.std() - 0.02 / np.sqrt(16)) < 0.001
+    # the std of n normal draws is off by about 1/sqrt(2n) relative: 0.6% for these 12288 and
+    # 16384 weights; 4% is six of those, and tells 0.02/sqrt(2 * 8 layers) from 0.02/sqrt(24) (-18%)
+    assert params["transformer.h.0.attn.c_attn.weight"].data.std() == pytest.approx(0.02, rel=0.04)
+    for name in ("transformer.h.0.mlp.c_proj.weight", "transformer.h.0.attn.c_proj.weight"):
+        assert params[name].data.std() == pytest.approx(0.02 / np.sqrt(16), rel=0.04), name
     assert np.all(params["transformer.h.0.attn.c_attn.bias"].data == 0)
     assert np.all(params["transformer.h.0.ln_1.weight"].data == 1)
 
@@ -83,8 +86,9 @@ def test_loss_and_every_gradient_match_hugging_face_in_float64():
     theirs = {n: p.grad.numpy() for n, p in hf.named_parameters()}
     assert set(theirs) <= set(hf_grads)
     for name, g in theirs.items():
-        # float64 on both sides; sums in different orders
-        np.testing.assert_allclose(hf_grads[name], g, rtol=1e-7, atol=1e-11, err_msg=name)
+        # float64 on both sides; sums in different orders: measured 2e-12 relative at worst (the
+        # entries above 1e-9), 1e-10 leaves the rounding of longer sums room; atol for entries near 0
+        np.testing.assert_allclose(hf_grads[name], g, rtol=1e-10, atol=1e-14, err_msg=name)
 
 
 def test_ten_adamw_steps_follow_torch_adamw_loss_for_loss():
@@ -142,6 +146,7 @@ def test_changing_future_tokens_leaves_earlier_logits_unchanged_bit_for_bit():
         changed[:, t + 1:] = rng.integers(0, SMALL.vocab_size, changed[:, t + 1:].shape)
         logits, _ = model(changed)
         assert np.array_equal(logits.data[:, :t + 1], base.data[:, :t + 1])
+        assert not np.array_equal(logits.data[:, t + 1:], base.data[:, t + 1:])   # the change is seen
 
 
 def test_a_sequence_longer_than_the_context_is_refused():

@@ -44,7 +44,7 @@ def test_changing_the_future_leaves_every_earlier_output_unchanged_bit_for_bit()
         assert not np.array_equal(out[:, :, t + 1:], base[:, :, t + 1:])
 
 
-def test_the_gradient_of_the_past_never_depends_on_the_future_loss():
+def test_a_loss_on_the_past_sends_no_gradient_to_future_inputs():
     q, k, v = rand(1, 2, 6, 3, seed=1), rand(1, 2, 6, 3, seed=2), rand(1, 2, 6, 3, seed=3)
     out = F.causal_attention(q, k, v)
     out[:, :, :3].sum().backward()          # a loss on the first three positions only

@@ -104,14 +104,19 @@ return row;"""
 
 
 def check_colour_scale(browser):
-    """The legend bar is the cells' colour scale from weight 0 (white) to 1 (blue), in order."""
+    """The legend bar is the cells' colour scale from weight 0 (white) to 1 (blue, 0 85 255),
+    changing linearly in between; returns it (one colour per pixel column)."""
     row = browser.execute_script(LEGEND)
     assert len(row) >= 100
-    colour = lambda w: [round(255 * (1 - w)), round(255 - 170 * w), 255]     # noqa: E731, as app.js
-    assert row[0] == colour(0) and row[-1] == colour(1)
-    assert row[len(row) // 2] == colour((len(row) // 2) / (len(row) - 1))
+    white, blue = [255, 255, 255], [0, 85, 255]
+    assert row[0] == white and row[-1] == blue
+    mid = len(row) // 2
+    w = mid / (len(row) - 1)
+    halfway = [a + (b - a) * w for a, b in zip(white, blue)]
+    assert all(abs(got - want) <= 0.5 for got, want in zip(row[mid], halfway)), (row[mid], halfway)   # rounded
     reds = [r for r, _, _ in row]
-    assert reds == sorted(reds, reverse=True) and reds[0] - reds[-1] == 255
+    assert reds == sorted(reds, reverse=True)
+    return row
 
 
 def check_readout(browser, i, j, weights, slack=0):
@@ -166,11 +171,19 @@ def test_the_page_works_in_a_real_browser(page_server, browser, tmp_path, monkey
     corner = browser.execute_script(PIXEL, int(label + (len(expected) - 0.5) * cell), int(label + 0.5 * cell))
     assert corner[:3] == [0xEC, 0xEE, 0xF2]
     # the colour scale under the map: the cells' own colours, white (0) to blue (1), left to right
-    check_colour_scale(browser)
+    legend = check_colour_scale(browser)
     # a short prompt: every token labelled on both axes; pointing at a cell reads out its weight
     canvas = browser.find_element(By.ID, "att-canvas")
     assert (canvas.get_attribute("data-step"), canvas.get_attribute("data-labels")) == ("1", str(len(expected)))
     weights = explorer.attention({"text": prompt})["weights"]
+    # a cell is painted the legend's colour at its weight (before any pointer is over the map).
+    # The legend's columns are steps of 1/(columns - 1) in weight: the nearest one is at most half
+    # a step away (255 / 2 / (columns - 1) in a channel), and each side rounds by up to 1/2.
+    tol = 255 / 2 / (len(legend) - 1) + 1
+    for i, j in ((0, 0), (len(expected) - 1, 2), (len(expected) - 1, len(expected) - 1)):
+        pixel = browser.execute_script(PIXEL, int(label + (j + 0.5) * cell), int(label + (i + 0.5) * cell))[:3]
+        nearest = legend[round(weights[i][j] * (len(legend) - 1))]
+        assert all(abs(a - b) <= tol for a, b in zip(pixel, nearest)), (i, j, weights[i][j], pixel, nearest)
     check_readout(browser, len(expected) - 1, 2, weights)
     # hovering token k shades tokens 0..k by their weights and greys the future
     k = len(expected) // 2
