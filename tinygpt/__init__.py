@@ -23,9 +23,16 @@ def _reinstall_hint() -> str:
 
 
 if not getattr(_autograd, "TINYGPT_ENGINE", False):
-    raise ImportError(
-        f"another package named autograd ({getattr(_autograd, '__file__', '?')}) shadows tinygpt's engine; "
-        f"use a fresh virtual environment: python3 -m venv .venv && . .venv/bin/activate && {_reinstall_hint()}")
+    _shadowed = (f"another package named autograd ({getattr(_autograd, '__file__', '?')}) shadows tinygpt's engine; "
+                 f"use a fresh virtual environment: python3 -m venv .venv && . .venv/bin/activate && "
+                 f"{_reinstall_hint()}")
+    import os as _os
+    import sys as _sys
+    if _os.path.basename((getattr(_sys, "argv", None) or [""])[0]).split(".")[0] in ("tinygpt", "tinygpt-script"):
+        # the tinygpt command (its script imports tinygpt.cli, and so this, first): one line, no traceback
+        print(f"tinygpt: error: {_shadowed}", file=_sys.stderr)
+        raise SystemExit(1)
+    raise ImportError(_shadowed)
 
 from .config import PRESETS, GPTConfig, TrainConfig, preset  # noqa: E402
 from .errors import TinyGPTError  # noqa: E402

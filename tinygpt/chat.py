@@ -20,8 +20,8 @@ import sys
 import numpy as np
 
 
-from .generate import (SamplingError, check_sampling, generate_ids, next_token_distribution, sample_seed,
-                       top_k_from_user)
+from .generate import (SamplingError, check_sampling, generate_ids, next_token_distribution, no_tokenizer_error,
+                       sample_seed, top_k_from_user)
 from .tokenizer import StreamDecoder
 
 SEPARATOR = "\n\n"
@@ -42,6 +42,8 @@ HELP = """commands:
 class Chat:
     def __init__(self, model, temperature=0.8, top_k=200, top_p=None, max_new_tokens=150, seed=None,
                  stdin=None, stdout=None):
+        if model.tokenizer is None:          # before the first turn, not as a traceback inside it
+            raise no_tokenizer_error(model)
         self.model = model
         self.tok = model.tokenizer
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p

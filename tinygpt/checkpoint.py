@@ -151,7 +151,7 @@ def resolve_checkpoint(path, prefer=("best", "latest")) -> Path:
                            f"{path} (train)")
     if describe_run(p) == LOG_ONLY:
         raise TinyGPTError(f"no checkpoint in {path}: its run stopped before saving one; start it afresh "
-                           "with the same tinygpt train command and --overwrite")
+                           f"with the same tinygpt train command and --overwrite{_set_aside_note(p)}")
     if p.is_dir() and _holds_text(p):            # a corpus, not a run: do not train into it
         raise TinyGPTError(f"no checkpoint in {path}, which holds text: train on it with: tinygpt train --data {path}")
     raise TinyGPTError(f"no checkpoint in {path}: train one first with: tinygpt train --out {path}")
@@ -163,8 +163,11 @@ def read_state(folder) -> dict:
         state = json.loads((folder / STATE_FILE).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise TinyGPTError(f"cannot read {folder / STATE_FILE}: {exc}") from None
-    if state.get("format") != FORMAT:
-        raise TinyGPTError(f"{folder} is not a tinygpt checkpoint (format {state.get('format')!r})")
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else f"a JSON {type(state).__name__}"
+        raise TinyGPTError(f"{folder} is not a tinygpt checkpoint (format {found!r})")
+    if not isinstance(state.get("model_config"), dict):
+        raise TinyGPTError(f"{folder / STATE_FILE} is damaged: it has no model_config (the model's shape)")
     return state
 
 
@@ -184,8 +187,12 @@ def load_model(path, device=None, prefer=("best", "latest")):
         backend.use_backend(device)
     folder = resolve_checkpoint(path, prefer)
     state = read_state(folder)
-    tokenizer = tokenizer_from_dict(state["tokenizer"]) if "tokenizer" in state else None
-    model = GPT2(GPTConfig.from_dict(state["model_config"]), tokenizer=tokenizer, init=False)
+    try:
+        tokenizer = tokenizer_from_dict(state["tokenizer"]) if "tokenizer" in state else None
+        config = GPTConfig.from_dict(state["model_config"])
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:   # edited or damaged by hand
+        raise TinyGPTError(f"{folder / STATE_FILE} is damaged: {type(exc).__name__}: {exc}") from None
+    model = GPT2(config, tokenizer=tokenizer, init=False)
     try:
         model.load_state_dict(read_arrays(folder / MODEL_FILE))
     except StateDictError as exc:   # e.g. overwritten by another program's weights of the same names
@@ -243,13 +250,20 @@ def resumed_config(cfg: TrainConfig, explicit: set, state: dict) -> TrainConfig:
     for name in explicit:
         setattr(saved, name, getattr(cfg, name))
     saved.resume = True
-    saved.validate()
+    saved.validate(relations=True)
     return saved
 
 
 def refuse_to_replace(out: Path, cfg: TrainConfig) -> None:
     """Training into a folder that holds a run: refused unless --resume or --overwrite.
-    Refused always where it holds files of the user's under a run's names."""
+    Refused always where it holds files of the user's under a run's names, where it is a
+    checkpoint folder (GPT2.save's), or where a later save would delete it (a run's best/)."""
+    conflict = checkpoint_conflict(out)
+    if conflict:
+        raise TinyGPTError(f"--out {out} {conflict}: train into another folder")
+    if (out / STATE_FILE).exists() and describe_run(out) is None:
+        raise TinyGPTError(f"--out {out} holds a saved model (a checkpoint folder), not a run: train into "
+                           "another folder")
     foreign = foreign_entries(out)
     if foreign:
         names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in foreign)
@@ -259,7 +273,7 @@ def refuse_to_replace(out: Path, cfg: TrainConfig) -> None:
     if held == LOG_ONLY and not cfg.overwrite:
         raise TinyGPTError(f"{out} holds the log of a run that saved no checkpoint (it stopped before its "
                            "first); start afresh there with the same command and --overwrite, or train into "
-                           "another folder with --out DIR")
+                           f"another folder with --out DIR{_set_aside_note(out)}")
     if held is not None and not cfg.resume and not cfg.overwrite:
         raise TinyGPTError(
             f"{out} already holds a run ({held}); continue it with --resume (and a larger "
@@ -274,12 +288,12 @@ RUN_ENTRIES = ("latest", "best", "log.jsonl", "loss.png")   # what tinygpt train
 CHECKPOINT_FILES = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE)   # what a checkpoint folder holds
 
 
-_RUN_NAME = re.compile(r"^(latest|best)(\.old|\.tmp-\d+)?$|^log\.jsonl$|^loss\.png(\.tmp\d+\.png)?$")
+_RUN_NAME = re.compile(r"^(latest|best)(\.old|\.tmp-\d+)?$|^log\.jsonl(\.tmp-\d+)?$|^loss\.png(\.tmp\d+\.png)?$")
 
 
 def named_like_a_run(p: Path) -> bool:
     """latest, best, log.jsonl, loss.png, and the names their interrupted writes leave
-    (latest.tmp-<pid>, best.old, loss.png.tmp<pid>.png); not a user's best.txt."""
+    (latest.tmp-<pid>, best.old, log.jsonl.tmp-<pid>, loss.png.tmp<pid>.png); not a user's best.txt."""
     return _RUN_NAME.match(p.name) is not None
 
 
@@ -348,7 +362,88 @@ def clear_run(out) -> None:
             p.unlink()
 
 
+SET_ASIDE = ".replaced-run"   # where --overwrite keeps the old run until the new one saves
+
+
+def set_aside_run(out) -> Path | None:
+    """--overwrite: move the run in ``out`` (checkpoints, log, plot) into ``out/.replaced-run``,
+    where it stays until the new run's first checkpoint is written (then ``drop_set_aside``
+    deletes it), or comes back if the new run ends before that (``put_back_run``): a new run
+    that fails, diverges or is stopped early loses nothing. Renames only, no copies. Where an
+    earlier --overwrite left one (its process killed before any checkpoint), that is the run
+    to keep: the one in ``out`` is then that attempt's log, and goes. None: no run to move."""
+    out = Path(out)
+    aside = out / SET_ASIDE
+    if aside.is_dir():
+        clear_run(out)
+        return aside
+    paths = _run_paths(out)
+    if not paths:
+        return None
+    aside.mkdir()
+    for p in paths:
+        os.replace(p, aside / p.name)
+    return aside
+
+
+def _set_aside_note(out) -> str:
+    """For a folder where an --overwrite run was killed before its first checkpoint."""
+    aside = Path(out) / SET_ASIDE
+    return (f" (the run it was replacing is kept in {aside}, until a run there saves a checkpoint)"
+            if aside.is_dir() else "")
+
+
+def drop_set_aside(aside: Path) -> None:
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def put_back_run(out, aside: Path) -> None:
+    """The new run's files (log, plot, a checkpoint's leftovers) go; the set-aside run comes back."""
+    out = Path(out)
+    clear_run(out)
+    for p in aside.iterdir():
+        os.replace(p, out / p.name)
+    aside.rmdir()
+
+
+def check_model_folder(folder) -> Path:
+    """``folder`` as a Path, refused in one line where saving a model there (a checkpoint
+    folder, written whole and swapped in for the old one) would delete what it holds: a
+    file; a folder with anything but a checkpoint's own files (a run, a user's notes); a
+    folder inside a checkpoint; a run's own best/ or latest/, which its training replaces
+    (and its latest/ must keep the optimizer's moments for --resume)."""
+    p = Path(folder).expanduser()
+    if p.exists() and not p.is_dir():
+        raise TinyGPTError(f"{folder} is a file: give a folder to save the model in")
+    if p.is_dir():
+        names = sorted(e.name for e in p.iterdir())
+        if names and not ((p / STATE_FILE).exists() and set(names) <= set(CHECKPOINT_FILES)):
+            held = describe_run(p)
+            what = f"a tinygpt run ({held})" if held else ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise TinyGPTError(f"{folder} holds {what}, which saving a model there would delete (the folder is "
+                               "replaced whole): save into a new or empty folder, or one GPT2.save wrote")
+    conflict = checkpoint_conflict(p)
+    if conflict:
+        raise TinyGPTError(f"{folder} {conflict}: save into another folder")
+    return p
+
+
+def checkpoint_conflict(folder) -> str | None:
+    """Why a folder written at ``folder`` would be deleted by a later save of a checkpoint
+    (which replaces its folder whole), or None: it lies inside a checkpoint, or it is named
+    like a part of the run in the folder above (best/, latest/, latest.old, ...)."""
+    p = Path(folder)
+    for above in p.absolute().parents:
+        if (above / STATE_FILE).exists():
+            return f"is inside the tinygpt checkpoint {above}, which is replaced whole when it is saved again"
+    if named_like_a_run(p) and describe_run(p.absolute().parent) is not None:
+        return f"is named like a checkpoint of the run in {p.parent}, which its next save replaces"
+    return None
+
+
 def save_model(model, folder):
-    """Just the weights, config and tokenizer (what ``GPT2.load`` needs)."""
-    save_checkpoint(folder, model, {"step": getattr(model, "checkpoint_state", {}).get("step", 0)})
+    """Just the weights, config and tokenizer (what ``GPT2.load`` needs), in ``folder``,
+    which must be new, empty or a checkpoint folder of its own (check_model_folder)."""
+    save_checkpoint(check_model_folder(folder), model,
+                    {"step": getattr(model, "checkpoint_state", {}).get("step", 0)})
 

@@ -224,6 +224,9 @@ def _cmd_generate(args):
     from .generate import sample_seed, stream_text
 
     model = _load(args)
+    if args.num_samples > 1 and args.temperature == 0:
+        print(f"note: --temperature 0 always takes the most likely token: the {args.num_samples} samples will be "
+              "the same", file=sys.stderr)
     for i in range(args.num_samples):
         if args.num_samples > 1:
             print(f"--- sample {i + 1} ---")
@@ -322,6 +325,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("", file=sys.stderr)
         return 130
+    except MemoryError as exc:   # NumPy's says how much it asked for: "Unable to allocate 954. GiB for ..."
+        fix = ("a smaller --batch-size, --block-size or model (--preset, --n-layer, --n-embd) needs less"
+               if args.command == "train" else "the model and its context must fit in this machine's memory")
+        print(f"tinygpt {args.command}: error: out of memory ({exc or 'MemoryError'}); {fix}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # e.g. piped into head
         return 0
     except OSError as exc:   # the file system refused (disk full, permissions): one line, no traceback

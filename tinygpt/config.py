@@ -3,6 +3,7 @@
 (``max_iters`` is ``--max-iters``)."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .errors import TinyGPTError
@@ -116,9 +117,12 @@ class TrainConfig:
     def __post_init__(self):
         self.validate()
 
-    def validate(self):
+    def validate(self, relations=None):
         """One clear TinyGPTError naming the flag, for a value no run can use. Called when the
-        config is made and again by the trainer (a field may be set after construction)."""
+        config is made and again by the trainer (a field may be set after construction).
+        ``relations``: also check flags against each other (--min-lr against --lr, the decay's
+        end against the warm-up's); by default not for a config that resumes a run, whose
+        other values are the run's, known once merged (checkpoint.resumed_config checks then)."""
         for name in ("batch_size", "grad_accum", "eval_iters", "eval_interval"):
             if getattr(self, name) < 1:
                 raise TinyGPTError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -127,8 +131,20 @@ class TrainConfig:
                 raise TinyGPTError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
         if self.block_size is not None and self.block_size < 1:
             raise TinyGPTError(f"--block-size must be at least 1, got {self.block_size}")
+        # NaN passes every comparison below (nan < 0 is False), and inf reaches the weights
+        for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "bucket_mb"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise TinyGPTError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         if not self.lr > 0 or (self.min_lr is not None and self.min_lr < 0):
             raise TinyGPTError(f"--lr must be positive and --min-lr not negative (got {self.lr}, {self.min_lr})")
+        if not self.resume if relations is None else relations:
+            if self.min_lr is not None and self.min_lr > self.lr:
+                raise TinyGPTError(f"--min-lr {self.min_lr} is above --lr {self.lr}: the rate decays from --lr to "
+                                   "--min-lr")
+            if self.lr_decay_iters is not None and self.lr_decay_iters < self.warmup_iters:
+                raise TinyGPTError(f"--lr-decay-iters {self.lr_decay_iters} ends the decay before the warm-up ends "
+                                   f"(--warmup-iters {self.warmup_iters}): give at least {self.warmup_iters}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise TinyGPTError(f"--beta1/--beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         if self.weight_decay < 0 or self.grad_clip < 0:

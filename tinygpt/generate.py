@@ -93,11 +93,15 @@ def next_token_distribution(logits, temperature=1.0, top_k=None, top_p=None):
     """
     check_sampling(temperature, top_k, top_p)
     z = np.asarray(logits, dtype=np.float64).reshape(-1)
-    if temperature == 0:
+    with np.errstate(over="ignore"):
+        scaled = z / temperature if temperature != 0 else None
+    # temperature 0, or one so small that z / temperature overflows (1e-320: inf - inf would be
+    # NaN): the limit of softmax(z / tau) as tau -> 0, a one-hot on the argmax
+    if temperature == 0 or (np.isinf(scaled).any() and np.isfinite(z).all()):
         probs = np.zeros_like(z)
         probs[int(np.argmax(z))] = 1.0
         return probs
-    z = z / temperature
+    z = scaled
     if top_k is not None and top_k < z.size:
         kth = np.partition(z, -top_k)[-top_k]
         z = np.where(z < kth, -np.inf, z)

@@ -293,19 +293,15 @@ def check_export_folder(out_dir) -> Path:
     (the export would overwrite its weights), lies inside a checkpoint, or is named like a
     checkpoint of the run folder it is in (the run's next save replaces those, and the
     export with them)."""
-    from .checkpoint import STATE_FILE, describe_run, named_like_a_run
+    from .checkpoint import STATE_FILE, checkpoint_conflict, describe_run
     out = Path(out_dir)
     if (out / STATE_FILE).exists() or describe_run(out) is not None:
         kind = "checkpoint" if (out / STATE_FILE).exists() else "run"
         raise TinyGPTError(f"{out} holds a tinygpt {kind}, whose weights the export would overwrite; "
                            "export into another folder")
-    for above in out.absolute().parents:
-        if (above / STATE_FILE).exists():
-            raise TinyGPTError(f"{out} is inside the tinygpt checkpoint {above}, which the run's next save "
-                               "replaces; export into another folder")
-    if named_like_a_run(out) and describe_run(out.absolute().parent) is not None:
-        raise TinyGPTError(f"{out} is named like a checkpoint of the run in {out.parent}, which its next save "
-                           "replaces; export into another folder")
+    conflict = checkpoint_conflict(out)
+    if conflict:
+        raise TinyGPTError(f"{out} {conflict}; export into another folder")
     return out
 
 

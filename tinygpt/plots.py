@@ -87,6 +87,10 @@ def plot_training(records, out_path, title="training"):
     fig.tight_layout()
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.name + f".tmp{os.getpid()}.png")
-    fig.savefig(tmp)
-    os.replace(tmp, out_path)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, out_path)
+    except BaseException:            # a full disk, say: no half-written figure left beside the old one
+        tmp.unlink(missing_ok=True)
+        raise
     return out_path

@@ -56,7 +56,8 @@ from autograd.nn import StateDictError
 from autograd.kernels import linear_cross_entropy
 
 from . import dist
-from .checkpoint import clear_run, read_resume, refuse_to_replace, resumed_config, save_checkpoint
+from .checkpoint import (drop_set_aside, put_back_run, read_resume, refuse_to_replace, resumed_config, save_checkpoint,
+                         set_aside_run)
 from .config import GPTConfig, TrainConfig, preset
 from .data import TokenData, corpus_name, load_corpus, stream_seed
 from .errors import TinyGPTError, folder_to_write
@@ -94,6 +95,7 @@ class Trainer:
         self._ctrl_c = False          # a Ctrl-C arrived (the command then exits 130)
         self.print = self._print
         self._stop_requested = False
+        self._replaced = None            # --overwrite: where the old run waits (checkpoint.set_aside_run)
         self.world = dist.LocalWorld()   # run() replaces it with the MPI world under mpiexec
 
     def _print(self, message):
@@ -122,9 +124,20 @@ class Trainer:
             # NaN loss, which the loss check reports in one line: NumPy's warnings (a source
             # line each, from every rank) only get in its way
             with self.world.abort_on_error(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                return self._profile() if self.cfg.profile else self._run()
+                try:
+                    return self._profile() if self.cfg.profile else self._run()
+                finally:   # before abort_on_error, whose MPI Abort ends the process
+                    self._put_back_replaced_run()
         finally:
             linear_cross_entropy.release_buffers()   # the head's (N, V) buffer, kept between steps
+
+    def _put_back_replaced_run(self):
+        """--overwrite, and the new run ended before its first checkpoint: the old run comes back."""
+        if self._replaced is not None:
+            put_back_run(self.out, self._replaced)
+            self._replaced = None
+            self.print(f"--overwrite: the run that was in {self.out} is back as it was (a new run replaces it "
+                       "once it saves its first checkpoint)")
 
     # ------------------------------------------------------------------ the loop
     def _run(self):
@@ -320,7 +333,9 @@ class Trainer:
         if resume is not None:
             self._resume(resume)
         elif cfg.overwrite and world.is_main and not cfg.profile:
-            clear_run(self.out)    # the whole old run goes: best/, latest/, log and plot are all the new run's
+            # the whole old run goes (best/, latest/, log and plot are all the new run's), once the
+            # new run has a checkpoint of its own: until then it waits in a hidden folder (save, run)
+            self._replaced = set_aside_run(self.out)
         world.broadcast_arrays([p.data for p in self.model.parameters()])   # rank 0's weights everywhere
 
     def _model_shape(self, cfg, text, resume):
@@ -426,6 +441,9 @@ class Trainer:
             save_checkpoint(self.out / "latest", self.model, state, optimizer=self.optimizer)
             if best:
                 save_checkpoint(self.out / "best", self.model, state)
+            if self._replaced is not None:      # --overwrite: the new run has a checkpoint now
+                drop_set_aside(self._replaced)
+                self._replaced = None
         self.last_good_step = self.step
 
     # ------------------------------------------------------------------ Ctrl-C
@@ -521,7 +539,10 @@ class Reporter:
                         kept.append(record)
         except FileNotFoundError:
             pass
-        self.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        # written beside it and renamed over it: a Ctrl-C or a crash mid-write leaves the old log whole
+        tmp = self.log_path.with_name(f"{self.log_path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, self.log_path)
 
     def train(self, records, tokens_per_step):
         self._log(records)
@@ -552,13 +573,20 @@ class Reporter:
         """Redraw loss.png from the log: in a background thread during the run (skipped when
         the previous figure is still being drawn), in this thread at the end."""
         if wait:
-            plot_training(read_log(self.log_path), self.out / "loss.png", self.title)
+            self._draw(read_log(self.log_path))
             return
         if self.plot_thread is not None and self.plot_thread.is_alive():
             return
-        self.plot_thread = threading.Thread(target=plot_training, daemon=True,
-                                            args=(read_log(self.log_path), self.out / "loss.png", self.title))
+        self.plot_thread = threading.Thread(target=self._draw, daemon=True, args=(read_log(self.log_path),))
         self.plot_thread.start()
+
+    def _draw(self, records):
+        """loss.png, or one note when the file system refuses it (a full disk): the run, its
+        checkpoints and log go on; the figure is redrawn at the next evaluation."""
+        try:
+            plot_training(records, self.out / "loss.png", self.title)
+        except OSError as exc:
+            self.print(f"note: could not write {self.out / 'loss.png'}: {exc.strerror or exc}")
 
 
 class NullReporter:
@@ -686,4 +714,7 @@ def train(cfg: TrainConfig | None = None, **overrides) -> dict:
     if unknown:   # a misspelt setting would otherwise be ignored, and the run made with the default
         raise TypeError(f"train() got unknown settings: {', '.join(unknown)} (TrainConfig's fields are the "
                         f"flags of tinygpt train --help, with _ for -)")
-    return Trainer(replace(cfg, **overrides)).run()
+    full = replace(cfg, **overrides)
+    # a setting passed here counts as given even at its default value: train(resume=True, lr=2e-3)
+    # sets the resumed run's lr back to 2e-3 (only the fields that differ from the defaults tell so)
+    return Trainer(full, explicit=explicit_fields(full) | set(overrides)).run()

@@ -85,6 +85,15 @@ def test_out_dir_is_checked_as_it_will_be_written_a_tilde_the_shell_left_alone_i
     (["--data", "/no/such/file.txt"], "does not exist"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--lr", "-1"], "--lr must be positive"),
+    # NaN passed the comparisons: --grad-clip nan turned clipping off, --weight-decay nan made
+    # the loss NaN and the run stop advising a lower --lr
+    (["--grad-clip", "nan"], "--grad-clip must be a finite number, got nan"),
+    (["--weight-decay", "inf"], "--weight-decay must be a finite number, got inf"),
+    (["--min-lr", "nan"], "--min-lr must be a finite number"),
+    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--min-lr", "0.01", "--lr", "0.001"], "--min-lr 0.01 is above --lr 0.001"),
+    (["--lr-decay-iters", "-5"], "--lr-decay-iters -5 ends the decay before the warm-up ends"),
+    (["--lr-decay-iters", "20", "--warmup-iters", "30"], "give at least 30"),
 ])
 def test_bad_train_values(args, needle, tmp_path):
     assert_one_line_error(tinygpt("train", *args, cwd=tmp_path), needle)
@@ -223,7 +232,7 @@ def test_a_negative_seed_is_one_line(command, tmp_path):
     result = tinygpt(*command, cwd=tmp_path, input="hi\n")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode in (1, 2) and "Traceback" not in result.stderr, result.stderr
-    assert len(lines) <= 2 and "seed" in lines[-1] and "0 or more" in lines[-1], result.stderr
+    assert len(lines) == 1 and "seed" in lines[0] and "0 or more" in lines[0], result.stderr
 
 
 def test_a_corpus_folder_given_as_a_checkpoint_points_to_training_on_it(tmp_path):
@@ -239,3 +248,43 @@ def test_a_corpus_folder_given_as_a_checkpoint_points_to_training_on_it(tmp_path
     assert_one_line_error(tinygpt("chat", "--checkpoint", str(nested)), "holds text", f"--data {nested}")
     assert_one_line_error(tinygpt("chat", "--checkpoint", str(hidden)), f"tinygpt train --out {hidden}")
     assert_one_line_error(tinygpt("generate", "--checkpoint", "/dev/null"), "no checkpoint in /dev/null")
+
+
+@pytest.mark.parametrize("command", ["generate", "chat"])
+def test_a_model_saved_without_a_tokenizer_is_one_line(command, tmp_path):
+    """A model saved from Python with no tokenizer: the chat printed an AttributeError's
+    traceback at the first turn; both say what is missing, before any turn."""
+    from tinygpt import GPT2, GPTConfig
+    GPT2(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=4)).save(tmp_path / "m")
+    result = tinygpt(command, "--checkpoint", str(tmp_path / "m"), cwd=tmp_path, input="hello\n")
+    assert_one_line_error(result, "no tokenizer", "vocabulary of 10")
+
+
+@pytest.mark.parametrize("state", ['{"format": "tinygpt-checkpoint-1"}', "[1]",
+                                   '{"format": "tinygpt-checkpoint-1", "model_config": {"n_layer": "two"}}',
+                                   '{"format": "tinygpt-checkpoint-1", "model_config": {}, "tokenizer": 7}'],
+                         ids=["no model_config", "a list", "a wrong type", "a wrong tokenizer"])
+def test_a_damaged_state_json_is_one_line(state, tmp_path):
+    """Valid JSON that is not a checkpoint's state: a KeyError or AttributeError traceback."""
+    from tinygpt import GPT2, GPTConfig
+    GPT2(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=4)).save(tmp_path / "m")
+    (tmp_path / "m" / "state.json").write_text(state)
+    result = tinygpt("generate", "--checkpoint", str(tmp_path / "m"), cwd=tmp_path)
+    assert_one_line_error(result, str(tmp_path / "m"))
+
+
+def test_several_greedy_samples_say_they_are_the_same(tmp_path):
+    from tinygpt import GPT2, GPTConfig
+    from tinygpt.tokenizer import CharTokenizer
+    tok = CharTokenizer.from_text("abc \n")
+    GPT2(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=4), tokenizer=tok).save(
+        tmp_path / "m")
+    args = ["generate", "--checkpoint", str(tmp_path / "m"), "--prompt", "ab", "--max-new-tokens", "5"]
+    greedy = tinygpt(*args, "--num-samples", "2", "--temperature", "0", cwd=tmp_path)
+    assert greedy.returncode == 0, greedy.stderr
+    assert "the 2 samples will be the same" in greedy.stderr
+    texts = greedy.stdout.split("--- sample 2 ---")
+    assert len(texts) == 2 and texts[0].split("---\n", 1)[1] == texts[1].removeprefix("\n")   # and they are
+    for extra in (["--num-samples", "2"], ["--temperature", "0"]):          # sampled, or one sample: no note
+        result = tinygpt(*args, *extra, cwd=tmp_path)
+        assert result.returncode == 0 and "same" not in result.stderr, result.stderr

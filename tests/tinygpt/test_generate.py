@@ -107,9 +107,10 @@ def test_later_samples_of_a_seed_are_not_the_next_seeds_samples():
 def test_a_prompt_longer_than_the_context_keeps_its_tail_with_a_warning(capsys):
     model = char_model(block_size=16)
     out = list(generate_ids(model, TEXT, 3, temperature=0))
-    assert len(out) == 3
     err = capsys.readouterr().err
     assert "keeping the last 16" in err
+    # the tail it kept is what it continued: one character is one token here
+    assert len(out) == 3 and out == list(generate_ids(model, TEXT[-16:], 3, temperature=0))
 
 
 def test_generation_stops_at_end_of_text():
@@ -129,6 +130,20 @@ def test_temperature_zero_is_greedy_and_top_k_keeps_k():
     np.testing.assert_array_equal(next_token_distribution(logits, 0), [0, 1, 0, 0, 0])
     p = next_token_distribution(logits, 1.0, top_k=2)
     assert np.count_nonzero(p) == 2 and p[1] > p[2] > 0 and p.sum() == pytest.approx(1)
+
+
+def test_a_temperature_so_small_that_the_logits_overflow_is_the_greedy_limit(recwarn):
+    """z / 1e-320 overflows: exp(inf - inf) was NaN, with NumPy's warnings and an error blaming
+    a diverged checkpoint; softmax(z / tau) tends to the argmax's one-hot as tau -> 0."""
+    logits = np.array([1.0, 3.0, 2.0, -1.0, 0.5])
+    for tau in (1e-320, 1e-300):
+        np.testing.assert_array_equal(next_token_distribution(logits, tau), [0, 1, 0, 0, 0])
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    # small but not overflowing: still a distribution, all but one-hot
+    p = next_token_distribution(logits, 1e-3)
+    assert p[1] == pytest.approx(1.0) and p.sum() == pytest.approx(1.0)
+    # logits that are not finite (a diverged model) are still the clear error of draw()
+    assert np.isnan(next_token_distribution(np.array([np.nan, 1.0]), 1e-320)).any()
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p():

@@ -77,7 +77,9 @@ def test_resume_continues_exactly_bit_for_bit(corpus, tmp_path):
         assert np.array_equal(a[name], b[name]), name
     oa = read_arrays(tmp_path / "straight" / "latest" / "optimizer.safetensors")
     ob = read_arrays(tmp_path / "split" / "latest" / "optimizer.safetensors")
-    assert all(np.array_equal(oa[k], ob[k]) for k in oa)
+    assert oa and oa.keys() == ob.keys()
+    for name in oa:
+        assert np.array_equal(oa[name], ob[name]), name
 
 
 def test_resuming_with_a_larger_max_iters_says_the_learning_rate_goes_back_up(corpus, tmp_path):
@@ -93,6 +95,11 @@ def test_resuming_with_a_larger_max_iters_says_the_learning_rate_goes_back_up(co
         if name == "longer":   # undo those 8 steps for the next resume
             run(small_config(corpus, tmp_path / "r", max_iters=8, overwrite=True))
     assert notes["same"] == [] and notes["kept"] == []
+    # the flags are checked against each other once merged with the run's: its warm-up is 2 steps
+    # (TrainConfig's default, 50, would refuse 8 above), and a decay that ends at step 1 is refused
+    cfg = TrainConfig(out=str(tmp_path / "r"), resume=True, progress=False, lr_decay_iters=1)
+    with pytest.raises(TinyGPTError, match=r"--lr-decay-iters 1 .*\(--warmup-iters 2\)"):
+        Trainer(cfg, out_stream=lambda *_: None, explicit={"out", "resume", "progress", "lr_decay_iters"}).run()
     (note,) = notes["longer"]
     # the run's schedule (lr 3e-3, warm-up 2, decay to 3e-4 at step 8) had reached its floor at
     # step 8; the new one, decaying to step 16, is at 3e-4 + 2.7e-3 (1 + cos(pi 6/14)) / 2 there
@@ -142,6 +149,19 @@ def test_train_from_python_refuses_a_misspelt_setting_and_leaves_the_config_alon
     train(cfg, max_iters=2)
     assert cfg.max_iters == 12                      # the override made a new config
     assert json.loads((tmp_path / "r" / "latest" / "state.json").read_text())["step"] == 2
+
+
+def test_train_from_python_resuming_applies_a_setting_given_at_its_default_value(corpus, tmp_path):
+    """The run was made with lr 3e-3; train(resume=True, lr=<the default>) asks for the default
+    back, which was dropped: only settings that differ from the defaults were counted as given."""
+    from tinygpt.train import train
+    run(small_config(corpus, tmp_path / "r", max_iters=2, eval_interval=2))
+    default_lr = TrainConfig().lr
+    assert default_lr != 3e-3
+    train(out=str(tmp_path / "r"), resume=True, max_iters=4, progress=False, lr=default_lr)
+    saved = json.loads((tmp_path / "r" / "latest" / "state.json").read_text())
+    assert saved["step"] == 4 and saved["train_config"]["lr"] == default_lr
+    assert saved["train_config"]["batch_size"] == 4                 # not given: the run's own
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(corpus, tmp_path):
@@ -324,6 +344,26 @@ def test_plots_are_drawn_off_the_training_thread(corpus, tmp_path, monkeypatch):
     assert threads[:-1] and not any(threads[:-1]) and threads[-1] is True
 
 
+def test_a_plot_the_disk_refuses_is_a_note_and_the_run_goes_on(corpus, tmp_path, monkeypatch):
+    """savefig failing (a full disk) printed a thread's traceback and left loss.png.tmp<pid>.png;
+    at the end of the run it made a finished run exit with an error."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    def full_disk(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a png")              # what a write cut short leaves
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    lines = []
+    summary = Trainer(small_config(corpus, tmp_path / "run", max_iters=8, eval_interval=4),
+                      out_stream=lines.append).run()
+    assert summary["step"] == 8 and not summary["interrupted"]
+    notes = [line for line in lines if "could not write" in line]
+    assert notes and all("No space left on device" in line for line in notes), lines
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best", "latest", "log.jsonl"]
+
+
 # ----------------------------------------------------------------------------- a run is never lost
 def cli_train(corpus, out, *extra):
     cmd = [sys.executable, "-m", "tinygpt", "train", "--data", str(corpus), "--out", str(out), "--preset", "tiny",
@@ -366,6 +406,63 @@ def test_overwrite_replaces_the_whole_run(corpus, tmp_path):
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in records) == 6 and [r["step"] for r in records if r["kind"] == "eval"] == [0, 3, 6]
     assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["best", "latest", "log.jsonl", "loss.png", "notes.txt"]
+
+
+@pytest.mark.parametrize("ending", ["an error", "a second Ctrl-C"])
+def test_overwrite_keeps_the_old_run_until_the_new_one_saves_a_checkpoint(corpus, tmp_path, monkeypatch, ending):
+    """A new run with --overwrite that ends before its first checkpoint (a crash, a diverging
+    loss, a second Ctrl-C) puts the old run back, byte for byte: --overwrite deleted it first."""
+    out = tmp_path / "run"
+    run(small_config(corpus, out, max_iters=4, eval_interval=4))
+    before = file_hashes(out)
+    calls = []
+
+    def fails_at_step_2(self):          # step 0's evaluation passes (the new log is written), then
+        calls.append(self.step)
+        if self.step == 2:
+            raise RuntimeError("boom") if ending == "an error" else KeyboardInterrupt
+        return {"train": 5.0, "val": 5.0}
+    monkeypatch.setattr(Trainer, "evaluate", fails_at_step_2)
+    lines = []
+    trainer = Trainer(small_config(corpus, out, max_iters=8, eval_interval=2, seed=9, overwrite=True),
+                      out_stream=lines.append)
+    if ending == "an error":
+        with pytest.raises(RuntimeError, match="boom"):
+            trainer.run()
+    else:
+        assert trainer.run()["interrupted"]
+    assert calls == [0, 2]
+    assert file_hashes(out) == before                                # the new log and plot gone too
+    assert any("is back as it was" in line for line in lines), lines
+
+
+def test_overwrite_after_an_overwrite_that_was_killed_keeps_the_run_it_had_set_aside(corpus, tmp_path, monkeypatch):
+    """A process killed before its first checkpoint leaves the old run in .replaced-run and its
+    own log in the folder: the next --overwrite keeps the former, put back if it fails too."""
+    out = tmp_path / "run"
+    run(small_config(corpus, out, max_iters=4, eval_interval=4))
+    before = file_hashes(out)
+    (out / ".replaced-run").mkdir()
+    for p in list(out.iterdir()):
+        if p.name != ".replaced-run":
+            p.rename(out / ".replaced-run" / p.name)
+    (out / "log.jsonl").write_text('{"kind": "eval", "step": 0, "train_loss": 4.0, "val_loss": 4.0}\n')
+    before_attempts = file_hashes(out)
+    # without --overwrite, and reading it: both say where the old run is
+    with pytest.raises(TinyGPTError, match=r"kept in .*\.replaced-run"):
+        run(small_config(corpus, out, max_iters=4))
+    with pytest.raises(TinyGPTError, match=r"kept in .*\.replaced-run"):
+        GPT2.load(out)
+    assert file_hashes(out) == before_attempts
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        Trainer(small_config(corpus, out, max_iters=4, eval_interval=2, overwrite=True)).run()
+    assert file_hashes(out) == before
+    monkeypatch.undo()
+    run(small_config(corpus, out, max_iters=2, eval_interval=2, seed=9, overwrite=True))
+    assert sorted(p.name for p in out.iterdir()) == ["best", "latest", "log.jsonl", "loss.png"]
+    assert json.loads((out / "latest" / "state.json").read_text())["train_config"]["seed"] == 9
 
 
 @pytest.mark.parametrize("where", ["a file", "under a file"])
@@ -446,17 +543,20 @@ def test_the_steps_read_the_device_once_every_ten_steps_and_log_every_step(corpu
     assert all(np.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in records)
 
 
-def test_the_logged_losses_are_the_losses_of_each_step(corpus, tmp_path):
-    """Reading ten steps at once puts each step's loss on its own line: the first step's
-    logged loss is the loss of the initial model on the first training batch, recomputed here."""
+def test_each_step_logs_its_own_loss_and_the_first_is_the_initial_models(corpus, tmp_path):
+    """Reading ten steps at once puts each step's loss on its own line (three lines, three
+    different losses); the first step's logged loss is the loss of the initial model on the
+    first training batch, recomputed here."""
     from autograd import backend
     from tinygpt import preset
     from tinygpt.data import TokenData, load_corpus, stream_seed
     from tinygpt.tokenizer import make_tokenizer
     cfg = small_config(corpus, tmp_path / "run", max_iters=3, eval_interval=100)
     run(cfg)
-    first = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[1])
-    assert first["kind"] == "train" and first["step"] == 1
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in steps] == [1, 2, 3] and len({r["loss"] for r in steps}) == 3
+    first = steps[0]
     text, _ = load_corpus(str(corpus))
     tokenizer = make_tokenizer("char", text)
     backend.seed(cfg.seed)
@@ -707,12 +807,14 @@ def test_leftovers_of_an_interrupted_save_do_not_block_resume_or_overwrite(corpu
     (out / "latest.tmp-999").mkdir()
     (out / "latest.tmp-999" / ".tmpGTLp6m").write_bytes(b"half a file")
     (out / "latest" / ".DS_Store").write_bytes(b"")
+    (out / "log.jsonl.tmp-998").write_text('{"kind": "tr')          # a resume's rewrite of the log, cut
     resumed = cli_train(corpus, out, "--max-iters", "6", "--eval-interval", "3", "--no-progress", "--resume")
     assert resumed.returncode == 0, resumed.stderr
+    assert not any(p.name.startswith("log.jsonl.tmp-") and p.name != "log.jsonl.tmp-998" for p in out.iterdir())
     (out / "log.jsonl").write_text('{"kind": "ev')                  # a log cut in its first line
     again = cli_train(corpus, out, "--max-iters", "2", "--eval-interval", "2", "--no-progress", "--overwrite")
     assert again.returncode == 0, again.stderr
-    assert not (out / "latest.tmp-999").exists()
+    assert not (out / "latest.tmp-999").exists() and not (out / "log.jsonl.tmp-998").exists()
 
 
 def test_a_users_best_txt_beside_a_run_is_not_the_runs(corpus, tmp_path):
@@ -752,3 +854,68 @@ def test_resuming_a_piped_corpus_without_out_reads_the_pipe_once(tmp_path):
     resumed = piped("--max-iters", "4", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((tmp_path / "runs" / "stdin" / "latest" / "state.json").read_text())["step"] == 4
+
+
+def test_saving_a_model_never_deletes_what_the_folder_held(tmp_path, corpus):
+    """GPT2.save writes a checkpoint folder whole and swaps it in: a folder holding anything
+    else (a user's notes, a run) is refused in one line and left as it was."""
+    from tinygpt import GPT2, GPTConfig, TinyGPTError
+    model = GPT2(GPTConfig(vocab_size=11, block_size=4, n_layer=1, n_head=1, n_embd=4))
+    mine = tmp_path / "myproject"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(TinyGPTError, match="notes.txt, which saving a model there would delete"):
+        model.save(mine)
+    assert (mine / "notes.txt").read_text() == "mine" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    with pytest.raises(TinyGPTError, match="is a file"):
+        model.save(mine / "notes.txt")
+    # a run: refused whole, and its checkpoints one by one (its training replaces them)
+    run(small_config(corpus, tmp_path / "run", max_iters=2, eval_interval=2))
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    with pytest.raises(TinyGPTError, match="holds a tinygpt run"):
+        model.save(tmp_path / "run")
+    with pytest.raises(TinyGPTError, match="a checkpoint of the run"):
+        model.save(tmp_path / "run" / "best")
+    with pytest.raises(TinyGPTError, match="inside the tinygpt checkpoint"):
+        model.save(tmp_path / "run" / "latest" / "mine")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+    assert not (tmp_path / "run" / "latest" / "mine").exists()
+    # new, empty, or saved there before: written
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "new", tmp_path / "empty", tmp_path / "new"):
+        model.save(folder)
+        assert GPT2.load(folder).config == model.config
+
+
+@pytest.mark.parametrize("where,needle", [("best", "is named like a checkpoint of the run"),
+                                          ("best/sub", "is inside the tinygpt checkpoint"),
+                                          ("saved", "holds a saved model")])
+def test_training_into_a_checkpoint_folder_is_refused_before_any_work(corpus, tmp_path, where, needle):
+    """--out runs/x/best wrote a whole run inside best/, which the run's next save replaced,
+    deleting it; a folder GPT2.save wrote is a model, not a run."""
+    run(small_config(corpus, tmp_path / "run", max_iters=2, eval_interval=2))
+    GPT2.load(tmp_path / "run").save(tmp_path / "run" / "saved")  # beside the run, named like no part of it
+    before = file_hashes(tmp_path / "run")
+    out = tmp_path / "run" / where
+    result = cli_train(corpus, out, "--max-iters", "2", "--no-progress")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and needle in lines[0], result.stderr
+    assert file_hashes(tmp_path / "run") == before
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the address-space limit (RLIMIT_AS) is set the Linux way here")
+def test_a_model_too_large_for_memory_is_one_line(corpus, tmp_path):
+    """--block-size 1000000000: the position table alone is 954 GiB, and NumPy's MemoryError
+    came out as a traceback. The process's address space is capped here, so that the
+    allocation fails the same way whatever the machine's memory and overcommit setting."""
+    import resource
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))
+    cmd = [sys.executable, "-m", "tinygpt", "train", "--data", str(corpus), "--out", str(tmp_path / "run"),
+           "--preset", "tiny", "--tokenizer", "char", "--block-size", "1000000000", "--no-progress"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=cap)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert lines[0].startswith("tinygpt train: error: out of memory (") and "--block-size" in lines[0]
+    assert not (tmp_path / "run" / "latest").exists()
