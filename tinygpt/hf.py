@@ -317,12 +317,24 @@ def export(model, out_dir):
     gpt2_tokens = model.tokenizer is None or model.tokenizer.kind == "gpt2"
     out.mkdir(parents=True, exist_ok=True)
     tensors = to_hf_state_dict(model.state_dict(), with_head=False)
-    tmp = out / "model.safetensors.tmp"
-    save_arrays(tensors, tmp, metadata={"format": "pt"})
-    os.replace(tmp, out / "model.safetensors")
-    (out / "config.json").write_text(json.dumps(config_to_hf(model.config, gpt2_tokens), indent=2))
-    if not gpt2_tokens:
-        (out / CHAR_TOKENIZER_FILE).write_text(json.dumps(model.tokenizer.to_dict(), ensure_ascii=False))
-    else:   # an earlier export of a character model there: its alphabet is not this model's
+    # every file written under a temporary name first, then the three renamed into place: an
+    # export cut short (a full disk, Ctrl-C) over an earlier one leaves that one's weights with
+    # its own config, not this model's weights with the other's config
+    written = {}
+    try:
+        written["model.safetensors"] = out / "model.safetensors.tmp"
+        save_arrays(tensors, written["model.safetensors"], metadata={"format": "pt"})
+        written["config.json"] = out / "config.json.tmp"
+        written["config.json"].write_text(json.dumps(config_to_hf(model.config, gpt2_tokens), indent=2))
+        if not gpt2_tokens:
+            written[CHAR_TOKENIZER_FILE] = out / (CHAR_TOKENIZER_FILE + ".tmp")
+            written[CHAR_TOKENIZER_FILE].write_text(json.dumps(model.tokenizer.to_dict(), ensure_ascii=False))
+    except BaseException:
+        for tmp in written.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    for name, tmp in written.items():
+        os.replace(tmp, out / name)
+    if gpt2_tokens:   # an earlier export of a character model there: its alphabet is not this model's
         (out / CHAR_TOKENIZER_FILE).unlink(missing_ok=True)
     return out

@@ -349,3 +349,32 @@ def test_offline_with_nothing_cached_says_where_to_put_the_files(tmp_path):
         assert "huggingface_hub, which downloads, is not installed" in lines[0]
     else:   # it was there: the reason is the variable alone
         assert "HF_HUB_OFFLINE is set" in lines[0] and "not installed" not in lines[0]
+
+
+def test_an_export_cut_short_leaves_the_earlier_export_whole(tmp_path, monkeypatch):
+    """The weights were renamed into place, then config.json written: a failure in between
+    left this model's weights beside the earlier export's config. Needs no torch."""
+    import errno
+    import hashlib
+
+    from tinygpt import GPTConfig, hf
+    from tinygpt.tokenizer import CharTokenizer
+
+    def hashes():
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((tmp_path / "out").iterdir())}
+    tok = CharTokenizer.from_text("abc \n")
+    small = GPT2(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=4), tokenizer=tok)
+    export(small, tmp_path / "out")
+    before = hashes()
+    assert set(before) == {"model.safetensors", "config.json", hf.CHAR_TOKENIZER_FILE}
+    wider = GPT2(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=8), tokenizer=tok)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(hf, "config_to_hf", full_disk)              # after the weights are written
+    with pytest.raises(OSError, match="No space"):
+        export(wider, tmp_path / "out")
+    assert hashes() == before                                       # no .tmp left either
+    monkeypatch.undo()
+    export(wider, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["n_embd"] == 8
