@@ -110,7 +110,7 @@ class TrainConfig:
     dtype: str = field(default="float32", metadata={"help": "float32, or float64 (slow; for exactness checks)"})
     bucket_mb: float = field(default=25.0, metadata={"help": "under mpiexec: gradients are all-reduced in buffers of about this many MB"})
     resume: bool = field(default=False, metadata={"help": "continue the run saved in --out"})
-    overwrite: bool = field(default=False, metadata={"help": "replace the run already in --out (its checkpoints, log and plot are deleted); without it, training into a folder that holds a run is refused"})
+    overwrite: bool = field(default=False, metadata={"help": "replace the run already in --out (its checkpoints, log and plot are deleted once the new run saves its first checkpoint, and put back if it never does); without it, training into a folder that holds a run is refused"})
     profile: int = field(default=0, metadata={"metavar": "N", "help": "only measure: run N steps (after 2 warm-up steps), print where a step's time goes, kernel by kernel, and write nothing (0: train)"})
     progress: bool = field(default=True, metadata={"help": "the progress display: a bar on a terminal; when stderr is a file or a pipe, a plain line about every tenth of the run"})
 

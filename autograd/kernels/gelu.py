@@ -68,7 +68,7 @@ class GELU(Function):
     @staticmethod
     def backward_fast(ctx, g):
         """One compiled pass (cpu/loops.py, gelu_backward: arithmetic only, any dtype) where
-        NumPy makes eleven; without numba, those NumPy passes split over the cores."""
+        NumPy makes thirteen (backward, above); without numba, those NumPy passes split over the cores."""
         xp = backend.xp()
         x2, t = ctx.saved
         g2 = xp.ascontiguousarray(g.reshape(x2.shape))

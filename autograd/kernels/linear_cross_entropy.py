@@ -62,7 +62,7 @@ def softmax_xent_rows(z, targets, row_scale, losses, write_grad):
 
 def _softmax_xent_rows_threads(z, targets, row_scale, losses, write_grad):
     """The same, split over the cores, a few rows at a time so that the five passes over
-    each row (pick, max, subtract-exp, sum, scale) stay in the core's cache. float32 rows
+    each row (max, subtract, exp, sum, scale) stay in the core's cache. float32 rows
     take the compiled loop (cpu/loops.py: three passes a row, a vectorised exp; 13 against
     33 ms for the default run's (1536, 50257) logits, 2 cores; 20-21.5 while the exp built
     2^k from comparisons), where numba is there."""

@@ -326,7 +326,8 @@ def exp_nonpositive_f32(x):
     and r = x - k ln 2 in [-ln2/2, ln2/2]; exp(r) by its Taylor series to r^7 (the first term
     left out is r^8/8! <= 5.2e-9 there, the whole remainder under 1e-8, below float32's
     6e-8); 2^k, k in [-126, 0], written straight into a float32's bits: exponent field k + 127, mantissa 0 (IEEE 754). Below -87
-    it returns 0 (exp is below float32's normal numbers there), and a NaN is returned as
+    (just above ln of float32's smallest normal number, -87.34) it returns 0, which also keeps
+    k >= -126, the smallest exponent the bits can hold; and a NaN is returned as
     itself (its conversion to an integer means nothing). Within 3e-7 relative of exp over
     [-87, 0], as measured (tests/autograd/test_fast_bodies.py allows 4e-7).
 
@@ -388,8 +389,8 @@ def _exp_shifted_sum(segment, m):
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def softmax_xent_rows_f32(z, targets, row_scale, losses, write_grad):
     """linear_cross_entropy.softmax_xent_rows for float32 logits z (rows, V), C-contiguous, in
-    three passes over each row while it is in the core's cache (NumPy makes six, each over
-    memory): m = max_j z_ij; z_ij <- exp(z_ij - m) and their sum s (float32 sums of
+    three passes over each row while it is in the core's cache (NumPy makes five, each over
+    memory: max, subtract, exp, sum, scale): m = max_j z_ij; z_ij <- exp(z_ij - m) and their sum s (float32 sums of
     SUM_BLOCK terms, added in float64); the loss m + log s - z_{i,t_i}; then, for the
     gradient, z_ij <- (row_scale_i / s) z_ij, and row_scale_i subtracted at t_i. ``nogil``:
     rows split over Python threads run at once.

@@ -185,7 +185,7 @@ def adamw_step(p, g, m, v, lr, beta1, beta2, eps, decay, step_size, bc2_sqrt):
     p1, m1, v1 = _view(p, -1), _view(m, -1), _view(v, -1)   # (n,) each
     g1 = xp.ascontiguousarray(g).reshape(-1)
     blocks, threads = launch.elementwise_grid(p.size)
-    # 1 - lr decay, 1 - beta1 and 1 - beta2 in double precision, rounded once, as in optim.py's NumPy update
+    # 1 - lr decay, 1 - beta1 and 1 - beta2 in double precision, rounded once, as in kernels/adamw.py's NumPy update
     adamw.step[blocks, threads](p1, g1, m1, v1, real(1.0 - lr * decay), real(1.0 - beta1), real(beta2),
                                 real(1.0 - beta2), real(eps), real(step_size), real(bc2_sqrt))
 

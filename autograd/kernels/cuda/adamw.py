@@ -9,7 +9,7 @@ with step_size = lr / (1 - beta1^t) and bc2_sqrt = sqrt(1 - beta2^t) for step t:
 bias corrections of m and v, folded in. The operations happen in the same order, with
 the same roundings, as the NumPy update in kernels/adamw.py; the launcher forms 1 - lr decay,
 1 - beta1 and 1 - beta2 in double precision, as Python does there. One pass over p, g,
-m and v instead of the NumPy update's dozen.
+m and v instead of the NumPy update's fourteen passes.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Softmax cross-entropy rows on the GPU: the CUDA face of the row loop in
-autograd/kernels/linear_cross_entropy.py (and cross_entropy.py).
+autograd/kernels/linear_cross_entropy.py (the same math as cross_entropy.py, whose CUDA
+body uses CuPy operations instead).
 
 One block per row i of the logits z (rows, V), three passes over the row:
     m_i    = max_j z_ij                                   (block max)
