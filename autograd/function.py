@@ -65,14 +65,15 @@ def is_grad_enabled() -> bool:
 class _SetGrad:
     def __init__(self, enabled: bool):
         self.enabled = enabled
+        self.previous = []             # a stack: one object may be entered again inside itself
 
     def __enter__(self):
-        self.previous = _grad_mode.enabled
+        self.previous.append(_grad_mode.enabled)
         _grad_mode.enabled = self.enabled
         return self
 
     def __exit__(self, *exc):
-        _grad_mode.enabled = self.previous
+        _grad_mode.enabled = self.previous.pop()
         return False
 
     def __call__(self, fn):  # also usable as a decorator

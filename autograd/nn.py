@@ -82,7 +82,10 @@ class Module:
 
     # ------------------------------------------------------------------ state
     def state_dict(self):
-        """name -> array (the live arrays, not copies), in definition order."""
+        """name -> array (the live arrays, not copies), in definition order. Live as long as each
+        parameter keeps its array: AdamW's one-call-per-group step (the default on CUDA) moves
+        the weights into one flat buffer at its first step, so take the dict after it (or
+        copy the arrays) to follow or keep the weights."""
         return OrderedDict((name, p.data) for name, p in self.named_parameters())
 
     def load_state_dict(self, state, strict=True):
@@ -93,6 +96,8 @@ class Module:
         Returns (missing, unexpected) key lists.
         """
         params = OrderedDict(self.named_parameters())
+        # lists or numbers as values: arrays first (their shapes are compared below)
+        state = {k: v if hasattr(v, "shape") else backend.asarray(v) for k, v in state.items()}
         missing = [k for k in params if k not in state]
         unexpected = [k for k in state if k not in params]
         wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(p.shape)}"

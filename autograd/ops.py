@@ -12,13 +12,13 @@ from __future__ import annotations
 import builtins
 
 from . import backend
-from .function import Function, unbroadcast
+from .function import Function, is_grad_enabled, unbroadcast
 from .tensor import Tensor
 
 __all__ = [
     "add", "sub", "mul", "div", "neg", "pow", "matmul", "sum", "mean", "max", "reshape",
     "transpose", "permute", "getitem", "cat", "stack", "split", "exp", "log", "sqrt", "tanh",
-    "where", "masked_fill",
+    "where", "masked_fill", "in_place",
 ]
 
 
@@ -28,7 +28,11 @@ def _as_tensor(x, like=None):
         return x
     xp = backend.xp()
     dtype = like.dtype if like is not None and like.dtype.kind == "f" else None
-    return Tensor.wrap(xp.asarray(x, dtype=dtype))
+    # None or a string: NumPy would make NaN (a float None) or text of them
+    array = None if x is None or isinstance(x, (str, bytes)) else xp.asarray(x, dtype=dtype)
+    if array is None or array.dtype.kind not in "biuf":
+        raise TypeError(f"an operand of a Tensor must be a number, an array or a Tensor, not {type(x).__name__}")
+    return Tensor.wrap(array)
 
 
 def _pair(a, b):
@@ -130,7 +134,9 @@ class Pow(Function):
         a, b, out = ctx.saved
         da = db = None
         if ctx.needs_input_grad[0]:
-            da = unbroadcast(g * b * a ** (b - 1), a.shape)
+            # b a^(b-1), with the exponent 0 where b is 0: x^0 is 1 everywhere, slope 0, where
+            # 0 * 0^(-1) would be 0 * inf = NaN at a = 0
+            da = unbroadcast(g * b * a ** xp.where(b == 0, 1, b - 1), a.shape)
         if ctx.needs_input_grad[1]:
             db = unbroadcast(g * out * xp.log(a), b.shape)
         return da, db
@@ -176,6 +182,9 @@ def _normalise_axes(axis, ndim):
         return tuple(range(ndim))
     if isinstance(axis, int):
         axis = (axis,)
+    for a in axis:    # a % ndim alone would take axis 2 of a 2-D tensor for its axis 0
+        if not -ndim <= a < ndim:
+            raise ValueError(f"axis {a} is out of range for a tensor of {ndim} axes")
     return tuple(sorted(a % ndim for a in axis))
 
 
@@ -485,6 +494,8 @@ def permute(a, axes):
 
 
 def transpose(a, axis1=-2, axis2=-1):
+    if a.ndim < 2:
+        raise ValueError(f"transpose swaps two axes; this tensor has {a.ndim}")
     axes = list(range(a.ndim))
     axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
     return Permute.apply(a, tuple(axes))
@@ -507,6 +518,8 @@ def split(a, size_or_sections, axis=0):
     that size, the last possibly smaller; a list: the size of each piece)."""
     n = a.shape[axis]
     if isinstance(size_or_sections, int):
+        if size_or_sections < 1:
+            raise ValueError(f"split: pieces of {size_or_sections} elements; give at least 1")
         sizes = [size_or_sections] * (n // size_or_sections)
         if n % size_or_sections:
             sizes.append(n % size_or_sections)
@@ -548,5 +561,16 @@ def where(cond, a, b):
 def masked_fill(a, mask, value):
     """``a`` with ``value`` wherever ``mask`` is True; those places get no gradient."""
     return where(mask, _as_tensor(value, a), a)
+
+
+def in_place(a, b, ufunc: str):
+    """``a += b`` (``ufunc`` "add"; "subtract", "multiply", "true_divide" for -=, *=, /=).
+    Under no_grad, on ``a.data`` itself: the same tensor, changed (a hand-written SGD step,
+    ``w -= lr * w.grad``, as in PyTorch). While recording: NotImplemented, so that Python
+    falls back to ``a = a + b``, a new node, and nothing the graph saved is overwritten."""
+    if is_grad_enabled():
+        return NotImplemented
+    getattr(backend.xp(), ufunc)(a.data, b.data if isinstance(b, Tensor) else b, out=a.data)
+    return a
 
 

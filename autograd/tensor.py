@@ -53,6 +53,12 @@ class Tensor:
       * ``dtype="float64"`` (or any dtype) converts whatever was given.
 
     So ``Tensor(np.array([2.0]))`` is float64 and ``Tensor([2.0])`` is float32.
+
+    A backward uses the arrays its forward saved, the inputs' own ``data`` among them:
+    writing into a tensor's ``data`` between a forward and its backward changes the
+    gradients, and nothing checks for it (PyTorch counts versions for this). Optimizers
+    write after the backward, as they should. ``w -= lr * w.grad`` under ``no_grad`` writes
+    into ``w.data`` too (ops.in_place).
     """
 
     __array_priority__ = 1000  # so that ndarray (op) Tensor defers to Tensor's operators
@@ -64,6 +70,8 @@ class Tensor:
         want = _resolve_dtype(dtype)
         is_array = hasattr(data, "dtype")              # NumPy/CuPy arrays and NumPy scalars
         array = backend.asarray(data)
+        if array.dtype.kind not in "biuf":             # Tensor(None), Tensor("abc"): object or text arrays
+            raise TypeError(f"a Tensor holds numbers: got {type(data).__name__} ({array.dtype})")
         if want is None and not is_array and array.dtype.kind == "f" and array.dtype != xp.float32:
             want = xp.dtype("float32")                 # Python floats: float32, as torch.tensor
         if want is not None and array.dtype != want:
@@ -174,6 +182,11 @@ class Tensor:
                 if node.requires_grad:
                     node.grad = g if node.grad is None else node.grad + g
                 continue
+            if ctx is _FREED:
+                raise RuntimeError(
+                    "backward() through a part of the graph that an earlier backward() already went "
+                    "through and released (its saved arrays are gone); to go through it twice, give "
+                    "the first one retain_graph=True")
             start = profiler.clock() if prof is not None else 0.0
             input_grads = ctx.run_backward(g)     # the node's hand-written backward
             if prof is not None:
@@ -187,6 +200,8 @@ class Tensor:
                     continue
                 if id(ig) in seen:  # the same array handed to two inputs: give each its own
                     ig = ig.copy()
+                if ig.dtype != inp.dtype:   # a float32 weight used with float64 inputs: its gradient
+                    ig = ig.astype(inp.dtype)   # in its own dtype, as function.py's rules say
                 seen.add(id(ig))
                 key = id(inp)
                 if key in grads:
@@ -198,9 +213,16 @@ class Tensor:
                 else:
                     owned.discard(key)
             if not retain_graph:
-                node._ctx = None  # release the saved arrays as we go
+                node._ctx = _FREED  # release the saved arrays as we go; not a leaf for all that
 
-    # Comparisons give plain boolean tensors (no gradient), handy for masks.
+    # Comparisons give plain boolean tensors (no gradient), handy for masks; == and != too,
+    # element by element as NumPy's (a Tensor is still hashed by identity, as a dict key).
+    def __eq__(self, other):
+        return Tensor(self.data == _raw(other))
+
+    def __ne__(self, other):
+        return Tensor(self.data != _raw(other))
+
     def __lt__(self, other):
         return Tensor(self.data < _raw(other))
 
@@ -214,6 +236,30 @@ class Tensor:
         return Tensor(self.data >= _raw(other))
 
     __hash__ = object.__hash__
+
+    # A tensor of one value reads as a Python number (if loss < 1: ..., float(loss));
+    # of several, NumPy's error: its truth is ambiguous.
+    def __bool__(self):
+        return bool(self.data)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+
+class _Freed:
+    """The ``_ctx`` of a tensor whose node a backward() has run and released: the tensor was
+    computed, so it is no leaf, but its graph cannot be gone through again."""
+
+    inputs = ()
+
+    def __repr__(self):
+        return "<released by backward()>"
+
+
+_FREED = _Freed()
 
 
 class RowGradient:
@@ -295,7 +341,7 @@ def backward_order(root):
             continue
         visited.add(id(node))
         stack.append((node, True))
-        if node._ctx is not None:
+        if node._ctx is not None:          # a released node (_FREED) has no inputs left to visit
             for inp in node._ctx.inputs:
                 if inp is not None and inp.requires_grad and id(inp) not in visited:
                     stack.append((inp, False))

@@ -29,7 +29,7 @@ def trace(root, names=None, file=None, show=True) -> list[str]:
     ``names`` maps names to tensors (``dict(model.named_parameters())``) so that leaves are
     shown by name; without it a leaf shows its ``name`` attribute, or "leaf"."""
     label = {id(t): n for n, t in (names or {}).items()}
-    nodes = [t for t in backward_order(root) if t._ctx is not None]
+    nodes = [t for t in backward_order(root) if t._ctx is not None and hasattr(t._ctx, "fn")]   # not released
     number = {id(t): i for i, t in enumerate(nodes, 1)}
 
     def describe(inp):

@@ -244,11 +244,35 @@ def test_a_very_deep_graph_does_not_hit_the_recursion_limit():
 
 
 def test_backward_releases_the_graph_so_memory_is_freed():
+    import gc
+    import weakref
     x = Tensor([1.0], requires_grad=True)
     y = (x * 2.0) * 3.0
     loss = y.sum()
+    nodes = [weakref.ref(loss._ctx), weakref.ref(y._ctx)]
     loss.backward()
-    assert loss._ctx is None and y._ctx is None
+    gc.collect()
+    assert all(node() is None for node in nodes)        # the nodes and their saved arrays are gone
+    assert not y.is_leaf and y.grad is None             # y was computed: it gets no .grad of its own
+
+
+def test_a_second_backward_through_a_released_graph_is_an_error_not_lost_gradients():
+    """A second loss through y after y's graph was released: x's share from it was dropped
+    (x.grad 2 where it is 2 + 6), and y took a .grad as if it were a leaf."""
+    x = Tensor([1.0, 2.0, 3.0], dtype="float64", requires_grad=True)
+    y = x * 2
+    y.sum().backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        (y * 3).sum().backward()
+    loss = (x * x).sum()
+    loss.backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        loss.backward()                                 # the same loss twice
+    x.grad = None
+    y = x * 2
+    y.sum().backward(retain_graph=True)
+    (y * 3).sum().backward()
+    np.testing.assert_array_equal(x.grad, [8.0, 8.0, 8.0])
 
 
 def test_a_shared_subexpression_is_differentiated_once_with_the_summed_gradient():
@@ -264,3 +288,89 @@ def test_a_shared_subexpression_is_differentiated_once_with_the_summed_gradient(
 def test_only_float_tensors_can_require_grad():
     with pytest.raises(TypeError, match="floating-point"):
         Tensor(np.array([1, 2]), requires_grad=True)
+
+
+# ----------------------------------------------------------------------------- what a learner writes
+def test_equality_is_elementwise_like_the_other_comparisons():
+    """== and != fell back to identity: x.masked_fill(x == 2, -1) changed nothing."""
+    x = Tensor([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal((x == 2.0).data, [False, True, False])
+    np.testing.assert_array_equal((x != 2.0).data, [True, False, True])
+    np.testing.assert_array_equal(x.masked_fill(x == 2.0, -1.0).data, [1.0, -1.0, 3.0])
+    assert {x: 1}[x] == 1 and x in [x]                  # still a dict key by identity
+
+
+def test_a_one_value_tensor_reads_as_a_number_and_a_longer_one_refuses():
+    loss = Tensor(0.5)
+    assert (loss < 1) and not (loss > 1) and float(loss) == 0.5 and int(Tensor(3.0)) == 3
+    assert not Tensor([0.0]) and Tensor([2.0])
+    with pytest.raises(ValueError, match="ambiguous"):  # was True: the length of the array
+        bool(Tensor([False, False]))
+
+
+@pytest.mark.parametrize("axis", [2, -3, (0, 2)])
+def test_an_axis_out_of_range_is_refused_not_wrapped(axis):
+    x = Tensor(np.arange(6.0).reshape(2, 3))
+    for reduce in (x.sum, x.mean, x.max):
+        with pytest.raises(ValueError, match="out of range for a tensor of 2 axes"):
+            reduce(axis=axis)                           # axis 2 summed axis 0
+
+
+@pytest.mark.parametrize("bad", [None, "abc"])
+def test_none_or_text_is_not_a_number(bad):
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(TypeError, match="must be a number"):   # x + None was NaN, with a gradient
+        x + bad
+    with pytest.raises(TypeError, match="a Tensor holds numbers"):
+        Tensor(bad)
+
+
+def test_x_to_the_power_zero_has_slope_zero_at_zero():
+    x = Tensor(np.array([0.0, 1.0, -2.0]), requires_grad=True)
+    (x ** 0).sum().backward()                           # 0 * 0^(-1) was NaN at x = 0
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0, 0.0])
+    x.grad = None
+    (x ** 3).sum().backward()                           # the other exponents as before: 3 x^2
+    np.testing.assert_array_equal(x.grad, [0.0, 3.0, 12.0])
+
+
+def test_one_no_grad_object_entered_inside_itself_restores_recording():
+    ng = no_grad()
+    with ng:
+        with ng:
+            pass
+        assert not autograd.is_grad_enabled()
+    assert autograd.is_grad_enabled()                   # was left off for good
+
+
+def test_an_sgd_step_written_by_hand_changes_the_weights_in_place_under_no_grad():
+    w = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    ((w * w).sum()).backward()                          # grad 2w = [2, 4]
+    same = w
+    with no_grad():
+        w -= 0.5 * w.grad
+        w *= 2.0
+    assert w is same and w.requires_grad and w.is_leaf   # was a new constant: the next backward failed
+    np.testing.assert_array_equal(w.data, [0.0, 0.0])
+    a = Tensor(np.array([1.0]), requires_grad=True)
+    b = a
+    b += 1.0                                            # recording: a new node, a left as it was
+    assert b is not a and not b.is_leaf and a.data[0] == 1.0
+
+
+def test_a_float32_weight_gets_a_float32_gradient_from_float64_inputs():
+    from autograd import nn
+    layer = nn.Linear(4, 3)
+    layer(Tensor(np.random.default_rng(0).standard_normal((2, 4)))).sum().backward()   # float64 rows
+    assert layer.weight.grad.dtype == np.float32 and layer.bias.grad.dtype == np.float32
+
+
+def test_small_misuses_are_one_clear_error():
+    with pytest.raises(ValueError, match="transpose swaps two axes"):
+        Tensor([1.0, 2.0]).transpose()
+    with pytest.raises(ValueError, match="give at least 1"):
+        Tensor([1.0, 2.0]).split(0)
+    from autograd import nn
+    layer = nn.Linear(2, 1)
+    layer.load_state_dict({"weight": [[0.5, 0.25]], "bias": [1.0]})   # lists: 'no attribute shape'
+    np.testing.assert_array_equal(layer.weight.data, [[0.5, 0.25]])
