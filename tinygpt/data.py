@@ -1,12 +1,14 @@
 """Text in, batches of token ids out.
 
 1. ``load_corpus(path)``: a .txt file, or a folder of them (joined in sorted order,
-   separated by a blank line); ``None`` means the bundled Shakespeare. Bytes that are
-   not UTF-8 are reported with the file and byte offset.
+   separated by a blank line), or a pipe (/dev/stdin); ``None`` means the bundled
+   Shakespeare. Bytes that are not UTF-8 are reported with the file and byte offset; a
+   device (/dev/zero, a disk) is refused, as reading it would not end with its text.
 2. ``TokenData``: the text is tokenized once and cached as a uint16 memory-mapped file
    named by the text's SHA-256, the tokenizer and the token count, so a second run starts
    instantly (and a file cut short, whose size is not twice its count, is tokenized again).
-   The first 90% of the tokens train, the last 10% validate.
+   The tokens come from the tokenizer's ``encode_array`` (no Python int per token). The
+   first 90% of the tokens train, the last 10% validate.
 3. ``get_batch``: B random windows of T+1 tokens from one split, drawn with the
    dataset's own seeded generator (its state is saved in checkpoints, so a resumed run
    draws exactly the batches the uninterrupted run would have).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from importlib import resources
 from pathlib import Path
 
@@ -42,12 +45,26 @@ def _read_text(path: Path) -> str:
     """A text file's text: UTF-8, with Windows line ends (CR LF) read as LF and a leading
     byte-order mark dropped; else one line saying where the bytes are not UTF-8. (A lone
     CR, old Mac line ends, stays as it is.)"""
+    _refuse_a_device(path)
     data = path.read_bytes()
     try:
         return data.decode("utf-8").removeprefix("\ufeff").replace("\r\n", "\n")
     except UnicodeDecodeError as exc:
         raise TinyGPTError(f"{path} is not UTF-8 text: byte {exc.start} (0x{data[exc.start]:02x}) "
                            "cannot be decoded; convert the file to UTF-8") from None
+
+
+def _refuse_a_device(path: Path) -> None:
+    """One line for a character or block device (/dev/zero, /dev/urandom, a disk), which had
+    been read until the memory ran out. Read are regular files, pipes (``--data /dev/stdin``
+    fed by ``cat``) and the terminal on the standard input (text typed, ended by Ctrl-D)."""
+    info = path.stat()    # through links: /dev/stdin is a link to what fd 0 is
+    if not (stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)):
+        return
+    if os.isatty(0) and os.fstat(0).st_rdev == info.st_rdev:
+        return
+    raise TinyGPTError(f"{path} is a device, not a text file (reading it would not stop at the end of a text); "
+                       "give a .txt file, a folder of them, or a pipe")
 
 
 def corpus_name(path=None) -> str:
@@ -137,6 +154,14 @@ class TokenData:
         need = self.block_size + 1
         for split, ids in self.splits.items():
             if len(ids) < need:
+                # a char model's alphabet lacks most of the text (a --resume on another corpus):
+                # the text's characters, not its length, are what to change
+                skipped = len(text) - n if tokenizer.kind == "char" else 0
+                if skipped > len(text) / 2:
+                    raise TinyGPTError(
+                        f"the corpus's characters are not in the model's alphabet: {skipped:,} of its {len(text):,} characters "
+                        f"are not (such as {tokenizer.unknown(text)}); use the corpus the model was trained on, "
+                        "or train a new model on this one")
                 raise TinyGPTError(
                     f"the corpus is too short: {n} tokens give a {split} split of {len(ids)}, but one "
                     f"window of context {self.block_size} needs {need}; use more text or a smaller --block-size")
@@ -158,10 +183,13 @@ class TokenData:
         if say is not None and len(text) >= LARGE_TEXT:
             say(f"tokenizing {len(text) / 1e6:.0f} million characters (once: the tokens are cached for the "
                 "next run) ...")
-        ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
+        if hasattr(tokenizer, "encode_array"):
+            ids = tokenizer.encode_array(text)    # (N,) uint16 or uint32, as encode(text) gives them
+        else:                                     # a tokenizer of the user's own, with encode() only
+            ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
         if ids.size and int(ids.max()) > 65535:
             raise TinyGPTError("token ids above 65535 do not fit the uint16 cache")
-        ids = ids.astype(np.uint16)
+        ids = ids.astype(np.uint16, copy=False)   # the cache's format, unchanged: an old cache reads the same
         if not write_cache or not ids.size:
             return ids
         path = cache_dir() / f"{prefix}-{ids.size}.u16"

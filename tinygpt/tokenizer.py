@@ -6,6 +6,10 @@ so no network is ever needed. ``<|endoftext|>`` is token 50256.
 
 Character level: one token per distinct character of the training text, in sorted
 order; its alphabet is saved with the checkpoint so that generation uses the same ids.
+
+``encode`` returns a list of ints (for prompts and chat lines); ``encode_array`` returns the
+same ids as a NumPy array without making a Python int per token (a list costs 8 to 36 bytes a
+token), for whole corpora.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import hashlib
 import sys
 from functools import lru_cache
 from importlib import resources
+
+import numpy as np
 
 from .errors import TinyGPTError
 
@@ -60,6 +66,18 @@ class GPT2Tokenizer:
         as CharTokenizer's; every text has tokens here.)"""
         return self._enc.encode(text, allowed_special={EOT})
 
+    def encode_array(self, text: str, warn: bool = True) -> np.ndarray:
+        """``encode(text)`` as a uint32 array, through tiktoken's ``encode_to_numpy`` where the
+        installed tiktoken has it (4 bytes a token, where a list of ints takes 36)."""
+        if not hasattr(self._enc, "encode_to_numpy"):
+            return np.array(self.encode(text), dtype=np.uint32)
+        try:
+            return self._enc.encode_to_numpy(text, allowed_special={EOT})
+        except UnicodeEncodeError:
+            # lone surrogates: tiktoken's encode() replaces them this way, its encode_to_numpy() does not
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            return self._enc.encode_to_numpy(text, allowed_special={EOT})
+
     def decode(self, ids) -> str:
         return self._enc.decode([int(i) for i in ids], errors="replace")
 
@@ -87,6 +105,7 @@ class CharTokenizer:
         self.index = {c: i for i, c in enumerate(self.chars)}
         self.vocab_size = len(self.chars)
         self._warned = False
+        self._table = None    # code point -> id, built by encode_array when first needed
 
     @classmethod
     def from_text(cls, text: str) -> "CharTokenizer":
@@ -95,8 +114,7 @@ class CharTokenizer:
     def unknown(self, text: str) -> str:
         """The characters of ``text`` outside the alphabet, each once, sorted, as a warning
         shows them: quoted, at most 40 ("..." after); "" when there are none."""
-        unknown = "".join(sorted({c for c in text if c not in self.index}))
-        return "" if not unknown else repr(unknown[:40]) + ("..." if len(unknown) > 40 else "")
+        return _shown(sorted({c for c in text if c not in self.index}))
 
     def encode(self, text: str, warn: bool = True) -> list[int]:
         """Ids of the characters of ``text``; characters outside the alphabet are
@@ -104,14 +122,51 @@ class CharTokenizer:
         warns about each typed line itself)."""
         ids = [self.index[c] for c in text if c in self.index]
         if warn and len(ids) != len(text) and not self._warned:
-            shown = self.unknown(text)
-            skipped = len(text) - len(ids)
-            percent = 100 * skipped / len(text)
-            percent = "<1" if percent < 1 else ">99" if 99 < percent < 100 else f"{percent:.0f}"
-            share = f"{skipped:,} of {len(text):,} characters, {percent}%"
-            print(f"warning: characters not in the model's alphabet are skipped ({share}): {shown}", file=sys.stderr)
-            self._warned = True
+            self._warn(len(text), len(text) - len(ids), self.unknown(text))
         return ids
+
+    CHUNK = 1 << 20   # characters encoded at a time by encode_array: 4 MB of code points
+
+    def encode_array(self, text: str, warn: bool = True) -> np.ndarray:
+        """``encode(text)`` as a NumPy array (uint16, or uint32 for an alphabet of more than
+        65,535 characters), with the same ids and the same one warning, made a slice of
+        ``text`` at a time: its code points (UTF-32) are looked up in a table of all of
+        Unicode, so a 50 MB text needs 100 MB of ids and a few MB besides."""
+        table = self._code_point_table()
+        missing = self.vocab_size                     # the table's value for a character not in the alphabet
+        ids = np.empty(len(text), dtype=table.dtype)
+        count, unknown = 0, set()
+        for start in range(0, len(text), self.CHUNK):
+            # "surrogatepass": a lone surrogate (possible in a str, never in decoded UTF-8) is a code point too
+            points = np.frombuffer(text[start:start + self.CHUNK].encode("utf-32-le", "surrogatepass"), dtype="<u4")
+            chunk = table[points]
+            known = chunk != missing
+            kept = chunk[known]
+            ids[count:count + kept.size] = kept
+            count += kept.size
+            if kept.size != chunk.size and warn and not self._warned:
+                unknown.update(np.unique(points[~known]).tolist())
+        if warn and count != len(text) and not self._warned:
+            self._warn(len(text), len(text) - count, _shown(sorted(map(chr, unknown))))
+        ids.resize(count, refcheck=False)    # in place, the skipped characters' room freed (no view of ids is left)
+        return ids
+
+    def _code_point_table(self) -> np.ndarray:
+        """(0x110000,) every Unicode code point's id; vocab_size for those outside the alphabet."""
+        if self._table is None:
+            dtype = np.uint16 if self.vocab_size <= 65535 else np.uint32   # room for the marker
+            self._table = np.full(0x110000, self.vocab_size, dtype=dtype)
+            for c, i in self.index.items():
+                if len(c) == 1:       # one character each, as encode() can only match one
+                    self._table[ord(c)] = i
+        return self._table
+
+    def _warn(self, length: int, skipped: int, shown: str) -> None:
+        percent = 100 * skipped / length
+        percent = "<1" if percent < 1 else ">99" if 99 < percent < 100 else f"{percent:.0f}"
+        share = f"{skipped:,} of {length:,} characters, {percent}%"
+        print(f"warning: characters not in the model's alphabet are skipped ({share}): {shown}", file=sys.stderr)
+        self._warned = True
 
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
@@ -124,6 +179,12 @@ class CharTokenizer:
 
     def to_dict(self) -> dict:
         return {"kind": "char", "chars": "".join(self.chars)}
+
+
+def _shown(chars) -> str:
+    """Characters as a warning shows them: quoted, at most 40 ("..." after); "" for none."""
+    chars = "".join(chars)
+    return "" if not chars else repr(chars[:40]) + ("..." if len(chars) > 40 else "")
 
 
 def tokenizer_from_dict(d: dict):

@@ -1,4 +1,9 @@
 """Corpus loading, the token cache, the split and the batches; every bad input."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -102,10 +107,61 @@ def test_bytes_that_are_not_utf8_name_the_file_and_offset(tmp_path):
         load_corpus(path)
 
 
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_a_device_is_refused_in_one_line_before_it_is_read(device, monkeypatch):
+    """--data /dev/zero had been read until the memory ran out."""
+    if not os.path.exists(device):
+        pytest.skip(f"no {device} on this system")
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"{self} was read"))
+    with pytest.raises(TinyGPTError, match=f"^{device} is a device, not a text file .*a pipe$"):
+        load_corpus(device)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this system")
+def test_dev_stdin_is_read_from_a_pipe_but_not_from_a_device():
+    """A pipe on the standard input is a corpus; /dev/zero there is refused as by its name."""
+    def load_stdin(**how):
+        # the memory capped, so that reading /dev/zero ends in a MemoryError, not a stalled machine
+        cap = "import resource; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
+        code = cap + "from tinygpt.data import load_corpus; print(load_corpus('/dev/stdin')[0], end='')"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+                              cwd=Path(__file__).resolve().parents[2],
+                              env=dict(os.environ, OPENBLAS_NUM_THREADS="1"), **how)
+    piped = load_stdin(input="to be or not to be\n")
+    assert piped.returncode == 0 and piped.stdout == "to be or not to be\n", piped.stderr
+    with open("/dev/zero", "rb") as zero:
+        refused = load_stdin(stdin=zero)
+    assert refused.returncode != 0 and "/dev/stdin is a device, not a text file" in refused.stderr, refused.stderr
+
+
 def test_a_corpus_shorter_than_one_window_is_a_clear_error():
     text = "abcdefghij" * 3
     with pytest.raises(TinyGPTError, match="too short.*--block-size"):
         TokenData(text, CharTokenizer.from_text(text), block_size=8)
+
+
+@pytest.mark.parametrize("text", ["XYZQRS" * 100, "a" + "XYZQRS" * 100], ids=["none_known", "one_known"])
+def test_a_corpus_outside_a_char_models_alphabet_says_so_not_too_short(text):
+    """--resume of a char run on a corpus of other characters had said "the corpus is too
+    short: 0 tokens ... use more text or a smaller --block-size"."""
+    with pytest.raises(TinyGPTError) as caught:
+        TokenData(text, CharTokenizer.from_text("abc"), block_size=8)
+    message = str(caught.value)
+    assert message.startswith("the corpus's characters are not in the model's alphabet")
+    assert "'QRSXYZ'" in message and "too short" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("kind", ["char", "gpt2"])
+def test_the_tokens_and_their_cache_are_the_ids_encode_gives(kind):
+    """The array path gives encode()'s ids, and the cache keeps its format (raw uint16), so
+    that a cache written before it is read the same."""
+    text = "\ufeffthe quick brown fox\r\njumps over the lazy dog: caf\u00e9, \u6771\u4eac, \U0001f600. " * 40
+    tok = GPT2Tokenizer() if kind == "gpt2" else CharTokenizer.from_text(text[: len(text) // 2].replace("\u6771", ""))
+    want = np.array(tok.encode(text, warn=False), dtype=np.uint16)
+    data = TokenData(text, tok, block_size=8)
+    np.testing.assert_array_equal(data.tokens, want)
+    (cached,) = cache_dir().iterdir()
+    assert cached.read_bytes() == want.tobytes()
 
 
 def test_tokens_are_cached_as_uint16_and_reused():

@@ -1,6 +1,8 @@
 """Tokenizers: GPT-2 BPE offline from the shipped ranks, and characters."""
 import os
+import types
 
+import numpy as np
 import pytest
 
 from tinygpt import TinyGPTError
@@ -64,3 +66,46 @@ def test_char_tokenizer_warning_says_how_much_is_skipped_and_stays_short(capsys)
 def test_unknown_tokenizer_is_a_clear_error():
     with pytest.raises(TinyGPTError, match="choose gpt2 or char"):
         make_tokenizer("sentencepiece")
+
+
+# Texts on which encode_array must give exactly encode()'s ids (the alphabet below lacks some of
+# their characters): unknown, multi-byte and astral-plane characters, a byte-order mark, CR LF.
+ALPHABET = "abc é東\n\ufeff😀"
+TEXTS = {"empty": "", "known": "abc cab", "unknown": "abzc QQ", "multi_byte": "café 東京 naïve",
+         "bom": "\ufeffabc", "crlf": "a\r\nb\r\n", "astral": "a😀b🎉c𝄞", "all_unknown": "XYZQRS",
+         "lone_surrogate": "a\ud800b"}
+
+
+@pytest.mark.parametrize("text", TEXTS.values(), ids=TEXTS.keys())
+@pytest.mark.parametrize("chunk", [3, 1 << 20], ids=["small_chunks", "one_chunk"])
+def test_char_encode_array_gives_the_ids_and_the_warning_of_encode(text, chunk, capsys, monkeypatch):
+    monkeypatch.setattr(CharTokenizer, "CHUNK", chunk)     # slices that cut the text anywhere
+    want = CharTokenizer.from_text(ALPHABET).encode(text)
+    warned = capsys.readouterr().err
+    ids = CharTokenizer.from_text(ALPHABET).encode_array(text)
+    assert ids.dtype == np.uint16 and ids.tolist() == want
+    assert capsys.readouterr().err == warned               # the same one warning, or none
+    tok = CharTokenizer.from_text(ALPHABET)
+    tok.encode_array(text)
+    tok.encode_array(text)
+    assert capsys.readouterr().err == warned                # once per tokenizer
+    assert CharTokenizer.from_text(ALPHABET).encode_array(text, warn=False).tolist() == want
+    assert capsys.readouterr().err == ""
+
+
+def test_char_encode_array_of_an_alphabet_beyond_uint16_is_uint32():
+    alphabet = [chr(i) for i in range(0x20000, 0x20000 + 70_000)]
+    tok = CharTokenizer(alphabet)
+    text = "".join(alphabet[::-997]) + "a"
+    ids = tok.encode_array(text, warn=False)
+    assert ids.dtype == np.uint32 and ids.tolist() == tok.encode(text, warn=False) and int(ids.max()) > 65535
+
+
+@pytest.mark.parametrize("text", [*TEXTS.values(), "one<|endoftext|>two"], ids=[*TEXTS.keys(), "eot"])
+def test_gpt2_encode_array_gives_the_ids_of_encode(text, monkeypatch):
+    tok = GPT2Tokenizer()
+    want = tok.encode(text)
+    assert tok.encode_array(text).tolist() == want
+    # a tiktoken without encode_to_numpy: the list, converted
+    monkeypatch.setattr(tok, "_enc", types.SimpleNamespace(encode=tok._enc.encode))
+    assert tok.encode_array(text).tolist() == want
