@@ -52,11 +52,15 @@ def check_sampling(temperature=0.0, top_k=None, top_p=None, max_new_tokens=1) ->
     integer >= 1. Raises SamplingError naming the first setting that breaks its rule."""
     if not (_number(temperature) and math.isfinite(temperature) and temperature >= 0):
         raise SamplingError("temperature", f"must be a number, 0 or more, got {temperature!r}")
-    if top_k is not None and not (_number(top_k) and int(top_k) == top_k and top_k >= 1):
+    # -inf < x < inf: not NaN or infinite, which int() refuses; unlike math.isfinite it takes
+    # an integer past float's range
+    if top_k is not None and not (_number(top_k) and -math.inf < top_k < math.inf and int(top_k) == top_k
+                                  and top_k >= 1):
         raise SamplingError("top_k", f"must be an integer, at least 1, got {top_k!r}")
     if top_p is not None and not (_number(top_p) and 0 < top_p <= 1):
         raise SamplingError("top_p", f"must be in (0, 1], got {top_p!r}")
-    if not (_number(max_new_tokens) and int(max_new_tokens) == max_new_tokens and max_new_tokens >= 1):
+    if not (_number(max_new_tokens) and -math.inf < max_new_tokens < math.inf
+            and int(max_new_tokens) == max_new_tokens and max_new_tokens >= 1):
         raise SamplingError("max_new_tokens", f"must be an integer, at least 1, got {max_new_tokens!r}")
 
 
@@ -81,7 +85,8 @@ def top_k_from_user(value: int):
     token), an integer >= 1 keeps that many; anything else is a SamplingError."""
     if value == 0:
         return None
-    if not (_number(value) and int(value) == value and value >= 1):
+    # not NaN or infinite, which int() refuses (see check_sampling)
+    if not (_number(value) and -math.inf < value < math.inf and int(value) == value and value >= 1):
         raise SamplingError("top_k", f"must be 0 (every token) or a positive integer, got {value!r}")
     return int(value)
 

@@ -348,6 +348,21 @@ def test_top_k_zero_means_every_token_on_the_command_line_and_in_the_chat(capsys
     assert top_k_from_user(3) == 3
 
 
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), np.float32("nan")])
+def test_a_top_k_or_length_that_is_not_finite_is_a_clear_error_naming_it(value):
+    """int() of NaN or infinity raised ValueError or OverflowError, not a SamplingError (the
+    explorer's JSON API takes NaN and Infinity, and crashed on them)."""
+    from tinygpt.generate import SamplingError, check_sampling, top_k_from_user
+    with pytest.raises(SamplingError, match="top_k"):
+        top_k_from_user(value)
+    with pytest.raises(SamplingError, match="top_k"):
+        check_sampling(top_k=value)
+    with pytest.raises(SamplingError, match="max_new_tokens"):
+        check_sampling(max_new_tokens=value)
+    assert top_k_from_user(10 ** 400) == 10 ** 400                  # past float's range, yet whole and finite
+    check_sampling(top_k=10 ** 400, max_new_tokens=10 ** 400)
+
 def test_the_python_api_reads_top_k_and_the_length_as_the_command_line_does():
     """model.generate: top_k 0 is every token (as --top-k 0 and /topk 0), max_new_tokens=0
     is not replaced by max_length, and a length below 1 is refused, not answered with the

@@ -38,8 +38,16 @@ JSON API (every POST takes a JSON object; every answer is a JSON object):
                           "lr": [[step, lr]], "grad_norm": [[step, norm]]} from the run's log.jsonl
 
 Errors: 400 with {"error": "..."} for malformed JSON or bad values, 404 for unknown paths,
-413 for bodies over MAX_BODY bytes. No endpoint takes a file path: the only file the server
-reads besides its own page is the log of the checkpoint it was started with.
+405 (with an Allow header) for methods other than GET and POST, 413 for bodies over MAX_BODY
+bytes, 415 for a POST whose Content-Type is not application/json, 500 for a bug (the details on
+one line of the server's stderr, none in the answer). No endpoint takes a file path: the only
+file the server reads besides its own page is the log of the checkpoint it was started with.
+
+Other pages in the same browser: bound to a loopback address (the default), the server answers
+only requests whose Host is localhost, 127.0.0.1 or [::1] (403 otherwise), so a site that
+points its own name at 127.0.0.1 (DNS rebinding) cannot read the API; and a POST must be
+application/json, which a page of another site cannot send without a CORS preflight that this
+server never grants. Bound to another address on purpose (--host 0.0.0.0), Host is not checked.
 
 Concurrency: a ThreadingHTTPServer, one thread per request. Forward passes run under
 ``no_grad`` (grad mode is per thread) and only read the weights; the gradients endpoint
@@ -71,10 +79,18 @@ from ..tokenizer import StreamDecoder
 
 MAX_BODY = 64 * 1024               # bytes; a prompt of a whole context of BPE tokens is ~5 kB
 MAX_NEW_TOKENS = 500
+TIMEOUT = 30                       # seconds a connection may stall mid-request before it is dropped
+LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/index.html": ("index.html", "text/html; charset=utf-8"),
           "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/style.css": ("style.css", "text/css; charset=utf-8")}
+
+
+# Control characters (and the backslash) written as \xNN in log lines: a request line can carry a
+# terminal's escape codes. The standard library has such a table only from Python 3.11 on.
+_LOG_ESCAPES = str.maketrans({**{c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))},
+                              ord("\\"): "\\\\"})
 
 
 class BadRequest(Exception):
@@ -206,8 +222,9 @@ class Explorer:
         evals = [r for r in records if r.get("kind") == "eval"]
         return {"available": bool(records),
                 "train": [[r["step"], r["loss"]] for r in train if _finite(r.get("loss"))],
-                "eval": [[r["step"], r["train_loss"], r["val_loss"]] for r in evals],
-                "lr": [[r["step"], r["lr"]] for r in train if "lr" in r],
+                "eval": [[r["step"], r["train_loss"], r["val_loss"]] for r in evals
+                         if _finite(r.get("train_loss")) and _finite(r.get("val_loss"))],
+                "lr": [[r["step"], r["lr"]] for r in train if _finite(r.get("lr"))],
                 "grad_norm": [[r["step"], r["grad_norm"]] for r in train if _finite(r.get("grad_norm"))]}
 
 
@@ -230,7 +247,10 @@ def _finite_only(obj):
 
 
 def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    """A JSON number, not NaN or infinite (true and false are no numbers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)    # isfinite overflows on an int past float's range
 
 
 def _group_norms(named, n_layer: int) -> list[dict]:
@@ -267,7 +287,7 @@ def _number(body: dict, key: str, default, low: float, high: float, low_open=Fal
     value = body.get(key, default)
     if value is None:
         return default
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = _finite(value) and abs(value) <= sys.float_info.max     # float() of a longer int overflows
     if not ok or value > high or value < low or (low_open and value == low):
         bound = "(" if low_open else "["
         where = f" in {bound}{low}, {high}]" if math.isfinite(low) or math.isfinite(high) else ""
@@ -290,36 +310,116 @@ def _sampling(body: dict, default_temperature: float):
     return temperature, top_k, top_p
 
 
+def _json_body(raw: bytes) -> dict:
+    """A request's body as a JSON object; BadRequest for anything else."""
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except RecursionError:               # [[[[...]]]]: deeper than the parser recurses
+        raise BadRequest("malformed JSON: nested too deeply") from None
+    except ValueError as exc:            # not JSON, not UTF-8, or an integer of over 4300 digits
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return body
+
+
+def _host_name(host: str) -> str:
+    """A Host header without its port: "localhost:8000" -> "localhost", "[::1]:80" -> "[::1]"."""
+    name, colon, port = host.rpartition(":")
+    return (name if colon and port.isdigit() else host).lower()
+
+
 # ---------------------------------------------------------------------------- HTTP
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "tinygpt-explore"
     protocol_version = "HTTP/1.1"
+    timeout = TIMEOUT                    # on the socket: a client that stops sending frees its thread
     explorer: Explorer = None            # set on the subclass made by make_server
     quiet = False
+    local_names = None                   # the Host names answered (make_server, on loopback); None: any
+
+    def log_request(self, code="-", size="-"):
+        self.log_message("%s", getattr(code, "value", code))
+
+    def log_error(self, fmt, *args):
+        # The standard library's errors come through send_error (logged as requests) but for one:
+        # a read that timed out, which is mostly a browser's idle keep-alive connection being
+        # closed. That is routine, and the line would name the connection's last request.
+        pass
 
     def log_message(self, fmt, *args):  # one short line per request, unless quiet
         if not self.quiet:
-            sys.stderr.write(f"{self.command} {self.path} {args[1] if len(args) > 1 else ''}\n")
+            # command is None until the request line parses (path is not set yet, or is the last one's)
+            request = f"{self.command} {self.path}" if self.command else getattr(self, "requestline", "")
+            sys.stderr.write(f"{request} {fmt % args}".translate(_LOG_ESCAPES) + "\n")
 
     # -- replies
-    def _send(self, status, payload: bytes, content_type: str):
+    def _send(self, status, payload: bytes, content_type: str, headers=()):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        for name, value in headers:
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(payload)
+        if self.command != "HEAD":                # an answer to HEAD has headers only
+            self.wfile.write(payload)
 
-    def _json(self, obj, status=HTTPStatus.OK):
-        self._send(status, _dumps(obj).encode(), "application/json")
+    def _json(self, obj, status=HTTPStatus.OK, headers=()):
+        self._send(status, _dumps(obj).encode(), "application/json", headers)
 
-    def _error(self, status, message):
-        self._json({"error": message}, status)
+    def _error(self, status, message, headers=()):
+        self._json({"error": message}, status, headers)
+
+    def send_error(self, code, message=None, explain=None):
+        """The standard library's own errors (a malformed request line, an unknown method) in
+        JSON too, like every other answer, instead of its HTML page."""
+        self.close_connection = True
+        self._error(code, message or HTTPStatus(code).phrase)
 
     # -- requests
+    def parse_request(self) -> bool:
+        """The standard library's parsing, then the Host check (see the module's docstring)."""
+        if not super().parse_request():
+            return False
+        host = self.headers.get("Host", "")
+        if self.local_names is None or _host_name(host) in self.local_names:
+            return True
+        self.close_connection = True              # a body, if one came, is not read
+        self._error(HTTPStatus.FORBIDDEN, f"Host {host!r} is not this machine: the explorer answers only "
+                                          f"{', '.join(LOCAL_NAMES)}")
+        return False
+
+    def _answering(self, method):
+        """Call ``method``; an exception it did not expect answers 500 with a short JSON error (one
+        line on stderr says more), not a dropped connection and a traceback."""
+        try:
+            method()
+        except (ConnectionError, TimeoutError):
+            raise                                 # the client is gone or stalled: nothing to answer
+        except Exception as exc:
+            line = f"tinygpt explore: {self.command} {self.path}: {type(exc).__name__}: {exc}"
+            sys.stderr.write(line.translate(_LOG_ESCAPES) + "\n")
+            self.close_connection = True
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(exc).__name__}); the "
+                                                          "server's terminal says more")
+
     def do_GET(self):
+        self._answering(self._get)
+
+    def do_POST(self):
+        self._answering(self._post)
+
+    def _not_allowed(self):
+        self.close_connection = True              # a body, if one came, is not read
+        self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not answered here; GET and POST are",
+                    headers=[("Allow", "GET, POST")])
+
+    do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+
+    def _get(self):
         path = self.path.split("?", 1)[0]
         if path in STATIC:
             name, content_type = STATIC[path]
@@ -332,7 +432,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._error(HTTPStatus.NOT_FOUND, f"no such page: {path}")
 
-    def do_POST(self):
+    def _post(self):
         path = self.path.split("?", 1)[0]
         routes = {"/api/tokens": self.explorer.tokens, "/api/next": self.explorer.next_token,
                   "/api/attention": self.explorer.attention, "/api/gradients": self.explorer.gradients,
@@ -350,13 +450,11 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length)
         if path not in routes:
             return self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
+        if self.headers.get_content_type() != "application/json":   # text/plain: any site's page can send it
+            return self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "a POST must be JSON, sent with "
+                                                                 "Content-Type: application/json")
         try:
-            body = json.loads(raw.decode("utf-8"))
-            if not isinstance(body, dict):
-                raise BadRequest("the request body must be a JSON object")
-            result = routes[path](body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return self._error(HTTPStatus.BAD_REQUEST, f"malformed JSON: {exc}")
+            result = routes[path](_json_body(raw))
         except (BadRequest, TinyGPTError) as exc:
             return self._error(HTTPStatus.BAD_REQUEST, str(exc))
         if path == "/api/generate":
@@ -401,8 +499,12 @@ class _Server6(_Server):
 
 def make_server(explorer: Explorer, host="127.0.0.1", port=8000, quiet=False) -> ThreadingHTTPServer:
     """A ThreadingHTTPServer bound to (host, port); port 0 picks a free one."""
-    handler = type("Handler", (_Handler,), {"explorer": explorer, "quiet": quiet})
     host = bare_host(host)
+    # on loopback only local names are answered; another address was chosen to be reached by
+    # other names (the machine's own, its IP), so any Host is
+    shown = f"[{host}]" if ":" in host else host                  # as a Host header writes it
+    local_names = {*LOCAL_NAMES, shown.lower()} if is_loopback(host) else None
+    handler = type("Handler", (_Handler,), {"explorer": explorer, "quiet": quiet, "local_names": local_names})
     server_class = _Server6 if ":" in host else _Server      # an IPv6 address such as ::1
     try:
         server = server_class((host, port), handler)

@@ -258,6 +258,20 @@ def test_the_page_works_in_a_real_browser(page_server, browser, tmp_path, monkey
     assert not errors, errors
 
 
+def test_the_training_panel_reads_a_loss_that_is_null_as_a_dash(page_server, browser):
+    """The server sends a loss that is not finite as null; drawTraining called toFixed on it and
+    the panel showed a TypeError."""
+    url, _ = page_server
+    browser.get(url)
+    wait_for(lambda: "parameters" in browser.find_element(By.ID, "model-info").text, "the model's description")
+    status = browser.execute_script(
+        "drawTraining({available: true, train: [[1, 3.5], [2, null]], eval: [[0, 3.6, 3.7], [2, 3.4, null]],"
+        " lr: [[1, 0.001]]}); return document.getElementById('train-status').textContent;")
+    assert status == "step 2: train loss –, last val loss –"
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+
+
 # ---------------------------------------------------------------- a whole context of 1024 tokens
 
 LONG_TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n"

@@ -123,7 +123,8 @@ def test_closing_the_connection_stops_generation_and_the_server_goes_on(server):
     base, _ = server
     url = urlparse(base)
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
-    conn.request("POST", "/api/generate", json.dumps({"text": "O", "max_new_tokens": 500, "seed": 1}))
+    conn.request("POST", "/api/generate", json.dumps({"text": "O", "max_new_tokens": 500, "seed": 1}),
+                 {"Content-Type": "application/json"})
     response = conn.getresponse()
     assert json.loads(response.fp.readline() and response.fp.readline())  # chunk size line, then a token
     conn.close()                                                           # the page's Stop button
@@ -308,6 +309,197 @@ def test_twenty_concurrent_requests_are_all_answered_correctly(server):
         together = list(pool.map(lambda job: post(base, *job), jobs))
     for (status, answer), expected in zip(together, alone):
         assert status == 200 and answer == expected
+
+
+# ---------------------------------------------------------------- hostile, broken and unexpected requests
+
+def raw(base, method, path, headers=None, body=None, host=None):
+    """(status, headers, body bytes) of one request on a fresh connection; ``host`` replaces the
+    Host header http.client would send."""
+    url = urlparse(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    conn.putrequest(method, path, skip_host=host is not None, skip_accept_encoding=True)
+    headers = dict(headers or {})
+    if host is not None:
+        headers["Host"] = host
+    if body is not None:
+        headers["Content-Length"] = str(len(body))
+    for name, value in headers.items():
+        conn.putheader(name, value)
+    conn.endheaders(body)
+    response = conn.getresponse()
+    answer = response.status, response.headers, response.read()
+    conn.close()
+    return answer
+
+
+@pytest.mark.parametrize("body,message", [
+    (b'{"text": "ROMEO", "top_k": NaN}', '"top_k"'),                       # int() of NaN raised ValueError
+    (b'{"text": "ROMEO", "top_k": Infinity}', '"top_k"'),                  # int() of inf, OverflowError
+    (b'{"text": "ROMEO", "top_k": -Infinity}', '"top_k"'),
+    (b'{"text": "ROMEO", "top_k": ' + b"7" * 5000 + b"}", "malformed JSON"),   # over Python's 4300 digits
+    (b"[" * 20000 + b"]" * 20000, "nested too deeply"),                    # RecursionError in the parser
+    (b'{"text": "ROMEO", "temperature": 1' + b"0" * 400 + b"}", '"temperature"'),  # float() overflowed
+])
+def test_bodies_that_crashed_the_handler_get_400_with_a_json_error(server, body, message):
+    base, _ = server
+    status, answer = post(base, "/api/next", body)
+    assert status == 400 and message in answer["error"]
+    assert ok(base, "/api/tokens", {"text": "ok"})["tokens"]
+
+
+def test_an_unexpected_error_is_a_500_with_a_short_json_error_and_one_line_on_stderr(server, monkeypatch, capsys):
+    base, explorer = server
+
+    def broken(*args):
+        raise RuntimeError("the explorer broke")
+    monkeypatch.setattr(explorer, "tokens", broken)
+    monkeypatch.setattr(explorer, "info", broken)
+    for method, path, body in (("POST", "/api/tokens", b'{"text": "a"}'), ("GET", "/api/info", None)):
+        status, headers, answer = raw(base, method, path, {"Content-Type": "application/json"}, body)
+        assert status == 500 and headers["Content-Type"] == "application/json"
+        error = json.loads(answer)["error"]
+        assert "RuntimeError" in error and "Traceback" not in error and "\n" not in error
+    err = capsys.readouterr().err
+    assert err.count("the explorer broke") == 2 and "Traceback" not in err
+    monkeypatch.undo()
+    assert ok(base, "/api/tokens", {"text": "still here"})["tokens"]
+
+
+def test_on_loopback_only_the_local_host_names_are_answered(server):
+    """A DNS-rebinding page reaches 127.0.0.1 under its own name, which its requests carry in Host."""
+    base, _ = server
+    port = urlparse(base).port
+    for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}", ""):
+        for method, path, body in (("GET", "/", None), ("GET", "/api/info", None),
+                                   ("POST", "/api/tokens", b'{"text": "a"}')):
+            status, headers, answer = raw(base, method, path, {"Content-Type": "application/json"}, body, host=host)
+            assert status == 403 and "is not this machine" in json.loads(answer)["error"], (host, path)
+    for host in ("localhost", f"localhost:{port}", f"LocalHost:{port}", "127.0.0.1", f"127.0.0.1:{port}",
+                 "[::1]", f"[::1]:{port}"):
+        status, _, answer = raw(base, "POST", "/api/tokens", {"Content-Type": "application/json"}, b'{"text": "a"}',
+                                host=host)
+        assert status == 200 and json.loads(answer)["tokens"], host
+
+
+def test_bound_to_every_address_on_purpose_any_host_is_answered(server):
+    _, explorer = server
+    httpd = server_module.make_server(explorer, "0.0.0.0", 0, quiet=True)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        status, _, answer = raw(base, "GET", "/api/info", host="my-machine.lan:8000")
+        assert status == 200 and json.loads(answer)["tokenizer"] == "char"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "text/plain;charset=UTF-8",
+                                          "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
+def test_a_post_that_is_not_application_json_gets_415(server, content_type):
+    """A page of any site can send these to 127.0.0.1 without asking (no CORS preflight)."""
+    base, _ = server
+    headers = {"Content-Type": content_type} if content_type else {}
+    status, _, answer = raw(base, "POST", "/api/tokens", headers, b'{"text": "a"}')
+    assert status == 415 and "application/json" in json.loads(answer)["error"]
+    status, _, answer = raw(base, "POST", "/api/tokens", {"Content-Type": "application/json; charset=utf-8"},
+                            b'{"text": "a"}')
+    assert status == 200
+
+
+@pytest.mark.parametrize("method", ["HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_other_methods_get_405_in_json_with_an_allow_header(server, method):
+    base, _ = server
+    status, headers, answer = raw(base, method, "/api/info")
+    assert status == 405 and headers["Allow"] == "GET, POST" and headers["Content-Type"] == "application/json"
+    if method == "HEAD":
+        assert answer == b""                                               # headers only
+    else:
+        assert method in json.loads(answer)["error"]
+    status, headers, answer = raw(base, "BREW", "/")                       # not a method at all: 501, in JSON
+    assert status == 501 and "BREW" in json.loads(answer)["error"]
+
+
+@pytest.fixture
+def logging_server(server):
+    """A server that logs each request to stderr, as `tinygpt explore` does."""
+    _, explorer = server
+    httpd = server_module.make_server(explorer, "127.0.0.1", 0, quiet=False)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def send_raw(httpd, request: bytes) -> bytes:
+    """What the server answers to ``request``, read until it closes the connection."""
+    with socket.create_connection(httpd.server_address[:2], timeout=60) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_the_request_log_writes_control_characters_escaped(logging_server, capsys):
+    """A request line may carry a terminal's escape codes (clear the screen, set the title)."""
+    answer = send_raw(logging_server, b"GET /\x1b[2J\x1b]0;owned\x07\x9b HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                      b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 404")
+    err = capsys.readouterr().err                                          # logged before the answer went out
+    assert "\x1b" not in err and "\x07" not in err and "\x9b" not in err
+    assert "GET /\\x1b[2J\\x1b]0;owned\\x07\\x9b 404" in err.splitlines()
+
+
+def test_a_malformed_request_line_is_one_log_line_and_a_400_in_json(logging_server, capsys):
+    """The log line read the request's path, which the standard library has not set yet when the
+    version is bad: the handler died (a traceback, the connection dropped)."""
+    answer = send_raw(logging_server, b"GET / HTTP/one\r\n\r\n")
+    assert "Bad request version" in json.loads(answer)["error"]         # HTTP/0.9 style: no status line
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.splitlines() == ["GET / HTTP/one 400"]
+
+
+def test_a_client_that_stalls_mid_request_is_dropped(server):
+    """Content-Length 100 and 8 bytes sent: the thread waited for the rest forever."""
+    _, explorer = server
+    httpd = server_module.make_server(explorer, "127.0.0.1", 0, quiet=True)
+    assert 0 < httpd.RequestHandlerClass.timeout <= 60                     # the command's servers time out
+    httpd.RequestHandlerClass.timeout = 0.2                                # this test need not wait that long
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        answer = send_raw(httpd, b"POST /api/tokens HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: 100\r\n\r\n" + b'{"text":')
+        assert answer == b""                                               # closed, not left hanging
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        assert ok(base, "/api/tokens", {"text": "next"})["tokens"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_an_idle_connection_is_closed_without_a_log_line(logging_server, capsys):
+    """Once the timeout came in, a browser's idle keep-alive connection logged "Request timed out"
+    under the name of its last request."""
+    logging_server.RequestHandlerClass.timeout = 0.2
+    answer = send_raw(logging_server, b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")   # then idle
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert capsys.readouterr().err.splitlines() == ["GET /api/info 200"]
+
+
+def test_training_rows_with_a_loss_that_is_not_finite_are_left_out(run_dir, tmp_path):
+    """A diverged run logs NaN; the page read the last eval row's val loss and called toFixed on null."""
+    log = tmp_path / "log.jsonl"
+    rows = [{"kind": "train", "step": 1, "loss": 3.0, "lr": 1e-3, "grad_norm": 1.0},
+            {"kind": "train", "step": 2, "loss": math.nan, "lr": math.nan, "grad_norm": math.inf},
+            {"kind": "eval", "step": 0, "train_loss": 3.1, "val_loss": 3.2},
+            {"kind": "eval", "step": 2, "train_loss": 2.9, "val_loss": math.nan},
+            {"kind": "eval", "step": 4, "train_loss": math.inf, "val_loss": 2.8}]
+    log.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = server_module.Explorer(GPT2.load(run_dir), source="nan log", log_path=log).training()
+    assert data["train"] == [[1, 3.0]] and data["eval"] == [[0, 3.1, 3.2]]
+    assert data["lr"] == [[1, 1e-3]] and data["grad_norm"] == [[1, 1.0]]
 
 
 # ---------------------------------------------------------------- the command
@@ -503,7 +695,8 @@ def test_a_diverged_model_still_gets_valid_json(run_dir):
     try:
         base = f"http://127.0.0.1:{httpd.server_address[1]}"
         for path in ("/api/next", "/api/gradients", "/api/attention"):
-            request = urllib.request.Request(base + path, data=json.dumps({"text": "ROMEO"}).encode())
+            request = urllib.request.Request(base + path, data=json.dumps({"text": "ROMEO"}).encode(),
+                                             headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=30) as r:
                 answer = strict_json(r.read())
             assert r.status == 200

@@ -420,9 +420,11 @@ function drawTraining(data) {
     $("train-status").textContent = "no training log in this checkpoint's run folder (pretrained weights, or a run not started yet)";
     return;
   }
+  // a loss the server sent as null (not finite: a diverged run) reads "–", as a missing one does
+  const loss = (row, i) => (row && Number.isFinite(row[i]) ? row[i].toFixed(4) : "–");
   const last = data.train[data.train.length - 1];
-  const val = data.eval.length ? data.eval[data.eval.length - 1][2].toFixed(4) : "–";
-  $("train-status").textContent = `step ${last ? last[0] : 0}: train loss ${last ? last[1].toFixed(4) : "–"}, last val loss ${val}`;
+  const val = loss(data.eval[data.eval.length - 1], 2);
+  $("train-status").textContent = `step ${last ? last[0] : 0}: train loss ${loss(last, 1)}, last val loss ${val}`;
   lineChart($("loss-canvas"), [
     { name: "train (each step)", color: "#2f6fdb", alpha: 0.35, width: 1, points: data.train },
     { name: "train (eval)", color: "#2f6fdb", dots: true, points: data.eval.map((e) => [e[0], e[1]]) },
