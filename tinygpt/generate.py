@@ -67,7 +67,8 @@ def check_sampling(temperature=0.0, top_k=None, top_p=None, max_new_tokens=1) ->
 def check_seed(seed) -> None:
     """A sampling seed: None (a new sample each time) or a whole number, 0 or more (NumPy's
     generators take no negative seed). Raises SamplingError otherwise."""
-    if seed is not None and not (_number(seed) and math.isfinite(seed) and int(seed) == seed and seed >= 0):
+    # -inf < seed < inf rather than math.isfinite, which overflows on an integer past float's range
+    if seed is not None and not (_number(seed) and -math.inf < seed < math.inf and int(seed) == seed and seed >= 0):
         raise SamplingError("seed", f"must be a whole number, 0 or more, got {seed!r}")
 
 

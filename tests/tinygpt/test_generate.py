@@ -377,3 +377,16 @@ def test_the_python_api_reads_top_k_and_the_length_as_the_command_line_does():
     with pytest.raises(TinyGPTError, match="max_length must be"):      # named as the caller named it
         model.generate("first", max_length=0)
     assert len(model.generate("first", max_length=3.0, stop_at_eot=False)) == len("first") + 3
+
+
+def test_a_seed_past_floats_range_is_a_seed_like_any_other():
+    """math.isfinite(10**400) raises OverflowError: the check of a seed crashed on it."""
+    from tinygpt.generate import SamplingError, check_seed
+    model = char_model()
+    big = 10 ** 400
+    check_seed(big)
+    first = list(generate_ids(model, "fir", 5, seed=big))
+    assert first == list(generate_ids(model, "fir", 5, seed=big))      # a seed: the same sample again
+    for bad in (float("nan"), float("inf"), -1, 1.5):
+        with pytest.raises(SamplingError, match="seed"):
+            check_seed(bad)
