@@ -35,7 +35,7 @@ HELP = """commands:
   /topk K      sample among the K most likely tokens (0 = all), now {top_k}
   /topp P      nucleus sampling threshold in (0, 1] (1 = off), now {top_p}
   /max N       at most N tokens per reply, now {max_new_tokens}
-  /debug       show each generated token's probabilities and the model's top 5 ({debug})
+  /debug       show each generated token's probabilities and the model's top 5 ({debug}; on, off)
   /quit        leave (Ctrl-D too)"""
 
 
@@ -71,6 +71,10 @@ class Chat:
         return None if line == "" else line.rstrip("\n")
 
     def run(self):
+        if hasattr(self.stdin, "reconfigure"):
+            # bytes that are not UTF-8 (a Latin-1 terminal, a binary pipe) become U+FFFD, as the
+            # corpus reader would not take them either; strict decoding raised on the whole chunk
+            self.stdin.reconfigure(errors="replace")
         if self.interactive:
             cfg = self.model.config
             self._write(f"chatting with a {cfg.n_layer}-layer model (context {cfg.block_size} tokens). "
@@ -130,7 +134,9 @@ class Chat:
                 self.max_new_tokens = value
                 self._write(f"(at most {value} tokens per reply)\n")
             elif name == "/debug":
-                self.debug = not self.debug
+                if arg not in ("", "on", "off"):
+                    raise ValueError(arg)
+                self.debug = not self.debug if not arg else arg == "on"    # no argument: switch it
                 self._write(f"(debug view {'on' if self.debug else 'off'})\n")
                 if self.debug:
                     self._write(DEBUG_LEGEND + "\n")
@@ -195,13 +201,16 @@ class Chat:
 
     def reply(self, text: str) -> str:
         unknown = self.tok.unknown(text) if hasattr(self.tok, "unknown") else ""
+        if unknown and not self.tok.encode(text, warn=False):   # nothing left to say: no turn, no reply
+            self._write(f"(none of {unknown} is in the model's alphabet: the line was not sent)\n")
+            return ""
         if unknown:   # each line that has some, on its own line; the context's own separators are not the user's
             print(f"warning: not in the model's alphabet, left out of this line: {unknown}", file=sys.stderr)
         self.turns.append(text)
         decoder = StreamDecoder(self.tok)
         reply, pending, started = "", "", False
-        seen = []
-        on_logits = seen.append if self.debug else None
+        seen = [None]                                 # the latest step's logits (a row of V), for /debug
+        on_logits = (lambda row: seen.__setitem__(0, row)) if self.debug else None
         seed = sample_seed(self.rng_seed, len(self.turns) - 1)     # the first reply: --seed itself
         self._write("bot>\n" if self.debug else "bot> ")   # debug rows start on their own lines
         stopped = False
@@ -217,7 +226,7 @@ class Chat:
                     reply = reply.lstrip("\n").split(SEPARATOR)[0]
                     break
                 if self.debug:
-                    self._debug_line(token, seen[-1])
+                    self._debug_line(token, seen[0])
                     continue
                 pending += piece
                 if not started:                       # a reply never starts with blank lines

@@ -224,15 +224,18 @@ def _cmd_generate(args):
     from .generate import sample_seed, stream_text
 
     model = _load(args)
+    # bytes of the command line that are not UTF-8 arrive as lone surrogates, which cannot be
+    # printed or tokenized: U+FFFD for each, as the corpus reader would refuse them
+    prompt = args.prompt.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if args.num_samples > 1 and args.temperature == 0:
         print(f"note: --temperature 0 always takes the most likely token: the {args.num_samples} samples will be "
               "the same", file=sys.stderr)
     for i in range(args.num_samples):
         if args.num_samples > 1:
             print(f"--- sample {i + 1} ---")
-        sys.stdout.write(args.prompt)
+        sys.stdout.write(prompt)
         seed = sample_seed(args.seed, i)
-        for piece in stream_text(model, args.prompt, max_new_tokens=args.max_new_tokens,
+        for piece in stream_text(model, prompt, max_new_tokens=args.max_new_tokens,
                                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=seed):
             sys.stdout.write(piece)
             sys.stdout.flush()
@@ -332,6 +335,10 @@ def main(argv=None):
         return 1
     except BrokenPipeError:  # e.g. piped into head
         return 0
+    except UnicodeError as exc:   # text the terminal's encoding cannot carry; the message names no text
+        sys.stderr.write(f"tinygpt {args.command}: error: text that this terminal's encoding cannot carry "
+                         f"({type(exc).__name__}: {getattr(exc, 'reason', exc)})\n")
+        return 1
     except OSError as exc:   # the file system refused (disk full, permissions): one line, no traceback
         where = f": {exc.filename}" if exc.filename else ""
         print(f"tinygpt {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)

@@ -229,3 +229,57 @@ def test_the_separator_is_not_warned_about_when_the_alphabet_has_no_newline(caps
     m = GPT2(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=4), tokenizer=tok)
     Chat(m, stdin=io.StringIO("ab ba\nab\n"), stdout=io.StringIO(), max_new_tokens=3, seed=0).run()
     assert "warning" not in capsys.readouterr().err          # it had warned about '\n', which no one typed
+
+
+def test_a_line_of_only_unknown_characters_is_not_sent(capsys):
+    """It had been sent as an empty turn, and the model answered the blank context."""
+    c, out = chat(["HELLO", "hi"], max_new_tokens=4)
+    assert "(none of 'EHLO' is in the model's alphabet: the line was not sent)" in out
+    assert out.count("bot> ") == 1 and c.turns[0] == "hi"
+
+
+def test_debug_takes_on_and_off_and_refuses_anything_else():
+    c, out = chat(["/debug off", "/debug off", "/debug banana", "/debug on", "/debug"])
+    assert out.splitlines()[:2] == ["(debug view off)", "(debug view off)"]   # 'off' had switched it on
+    assert "bad value 'banana' for /debug" in out and not c.debug          # on, then switched off again
+
+
+def test_debug_keeps_only_the_latest_steps_logits(monkeypatch):
+    """Every step's logits row (V floats: 200 KB for GPT-2) was kept for the whole reply."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    import tinygpt.chat as chat_module
+    alive = []
+
+    def fake_generate_ids(model, ids, max_new_tokens, on_logits=None, **kw):
+        for step in range(max_new_tokens):
+            row = np.zeros(model.config.vocab_size, dtype=np.float32)
+            row[step % 5] = 1.0
+            alive.append(weakref.ref(row))
+            on_logits(row)
+            del row
+            gc.collect()
+            assert sum(ref() is not None for ref in alive) <= 1       # the chat holds the latest one only
+            yield 0
+    monkeypatch.setattr(chat_module, "generate_ids", fake_generate_ids)
+    chat(["/debug", "hi"], max_new_tokens=6)
+    assert len(alive) == 6
+
+
+def test_bytes_that_are_not_utf8_on_stdin_are_replaced_not_a_traceback(tmp_path):
+    """A strict UTF-8 standard input (a usual desktop locale) raised UnicodeDecodeError on the
+    whole chunk: not even the valid line before the bad one got a reply."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    model().save(tmp_path / "m")
+    result = subprocess.run([sys.executable, "-m", "tinygpt", "chat", "--checkpoint", str(tmp_path / "m"),
+                             "--max-new-tokens", "3", "--seed", "1"], input=b"hello\nhel\xff\xfelo\n",
+                            capture_output=True, timeout=120, cwd=Path(__file__).resolve().parents[2],
+                            env=dict(os.environ, PYTHONIOENCODING="utf-8:strict"))
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
+    assert result.stdout.count(b"bot> ") == 2

@@ -288,3 +288,18 @@ def test_several_greedy_samples_say_they_are_the_same(tmp_path):
     for extra in (["--num-samples", "2"], ["--temperature", "0"]):          # sampled, or one sample: no note
         result = tinygpt(*args, *extra, cwd=tmp_path)
         assert result.returncode == 0 and "same" not in result.stderr, result.stderr
+
+
+def test_a_prompt_with_bytes_that_are_not_utf8_is_not_a_traceback(tmp_path):
+    """--prompt $'caf\\xe9' (Latin-1) arrives as a lone surrogate, which a strict UTF-8 standard
+    output (a usual desktop locale) could not print: a UnicodeEncodeError traceback."""
+    from tinygpt import GPT2, GPTConfig
+    from tinygpt.tokenizer import CharTokenizer
+    tok = CharTokenizer.from_text("caf \n")
+    GPT2(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=4), tokenizer=tok).save(
+        tmp_path / "m")
+    result = subprocess.run([sys.executable, "-m", "tinygpt", "generate", "--checkpoint", str(tmp_path / "m"),
+                             "--prompt", b"caf\xe9", "--max-new-tokens", "3"], cwd=ROOT, capture_output=True,
+                            timeout=120, env=dict(os.environ, PYTHONIOENCODING="utf-8:strict"))
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
+    assert result.stdout.startswith("caf\ufffd".encode())
