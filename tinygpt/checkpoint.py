@@ -54,7 +54,9 @@ def write_atomically(target: Path, write):
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     old = target.with_name(f"{target.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
+    for left in target.parent.glob(f"{target.name}.tmp-*"):   # this process's, and those of dead ones
+        if left == tmp or not _pid_alive(left.name.rpartition("-")[2]):
+            shutil.rmtree(left, ignore_errors=True)
     tmp.mkdir()
     try:
         write(tmp)
@@ -68,6 +70,20 @@ def write_atomically(target: Path, write):
         os.replace(target, old)
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _pid_alive(pid: str) -> bool:
+    """Whether a process with this id runs (a save killed midway leaves latest.tmp-<its pid>;
+    one still running must keep its folder). Not a number: not a folder of ours, kept."""
+    if not pid.isdigit() or os.name == "nt":   # on Windows, os.kill(pid, 0) would send it Ctrl-C
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):       # another user's process, or no way to ask: keep it
+        return True
+    return True
 
 
 def _write_json(path: Path, obj):
@@ -142,7 +158,9 @@ def resolve_checkpoint(path, prefer=("best", "latest")) -> Path:
     if (p / MODEL_FILE).exists() and (p / STATE_FILE).exists():
         return p
     for name in prefer:
-        for candidate in (p / name, p / f"{name}.old"):
+        # best.old: a save cut short; .replaced-run/best: the run an --overwrite killed before its
+        # first checkpoint had set aside (the next tinygpt train there puts it back)
+        for candidate in (p / name, p / f"{name}.old", p / SET_ASIDE / name):
             if (candidate / MODEL_FILE).exists() and (candidate / STATE_FILE).exists():
                 return candidate
     if has_hf_weights(p):
@@ -151,7 +169,7 @@ def resolve_checkpoint(path, prefer=("best", "latest")) -> Path:
                            f"{path} (train)")
     if describe_run(p) == LOG_ONLY:
         raise TinyGPTError(f"no checkpoint in {path}: its run stopped before saving one; start it afresh "
-                           f"with the same tinygpt train command and --overwrite{_set_aside_note(p)}")
+                           "with the same tinygpt train command and --overwrite")
     if p.is_dir() and _holds_text(p):            # a corpus, not a run: do not train into it
         raise TinyGPTError(f"no checkpoint in {path}, which holds text: train on it with: tinygpt train --data {path}")
     raise TinyGPTError(f"no checkpoint in {path}: train one first with: tinygpt train --out {path}")
@@ -273,7 +291,7 @@ def refuse_to_replace(out: Path, cfg: TrainConfig) -> None:
     if held == LOG_ONLY and not cfg.overwrite:
         raise TinyGPTError(f"{out} holds the log of a run that saved no checkpoint (it stopped before its "
                            "first); start afresh there with the same command and --overwrite, or train into "
-                           f"another folder with --out DIR{_set_aside_note(out)}")
+                           "another folder with --out DIR")
     if held is not None and not cfg.resume and not cfg.overwrite:
         raise TinyGPTError(
             f"{out} already holds a run ({held}); continue it with --resume (and a larger "
@@ -369,14 +387,11 @@ def set_aside_run(out) -> Path | None:
     """--overwrite: move the run in ``out`` (checkpoints, log, plot) into ``out/.replaced-run``,
     where it stays until the new run's first checkpoint is written (then ``drop_set_aside``
     deletes it), or comes back if the new run ends before that (``put_back_run``): a new run
-    that fails, diverges or is stopped early loses nothing. Renames only, no copies. Where an
-    earlier --overwrite left one (its process killed before any checkpoint), that is the run
-    to keep: the one in ``out`` is then that attempt's log, and goes. None: no run to move."""
+    that fails, diverges or is stopped early loses nothing. Renames only, no copies. A
+    process killed before either leaves it there: ``recover_set_aside``, which the trainer
+    calls first, settles that. None: no run to move."""
     out = Path(out)
     aside = out / SET_ASIDE
-    if aside.is_dir():
-        clear_run(out)
-        return aside
     paths = _run_paths(out)
     if not paths:
         return None
@@ -386,11 +401,24 @@ def set_aside_run(out) -> Path | None:
     return aside
 
 
-def _set_aside_note(out) -> str:
-    """For a folder where an --overwrite run was killed before its first checkpoint."""
-    aside = Path(out) / SET_ASIDE
-    return (f" (the run it was replacing is kept in {aside}, until a run there saves a checkpoint)"
-            if aside.is_dir() else "")
+def recover_set_aside(out) -> str | None:
+    """An --overwrite whose process ended before its first checkpoint without putting the old
+    run back (killed; under mpiexec, another rank failing) left it in ``out/.replaced-run``.
+    Where ``out`` holds no checkpoint of a newer run, it comes back (the ended attempt's log and
+    plot go): what to tell the user. Where it does (the process ended between the new run's
+    first save and the deletion), the old run was replaced as asked, and goes. None: nothing
+    was set aside, or nothing to say."""
+    out = Path(out)
+    aside = out / SET_ASIDE
+    if not aside.is_dir():
+        return None
+    if describe_run(out) not in (None, LOG_ONLY):
+        drop_set_aside(aside)
+        return None
+    put_back_run(out, aside)
+    held = describe_run(out)
+    return (f"note: an --overwrite in {out} ended before its first checkpoint; the run it was replacing "
+            f"({held}) is back") if held else None
 
 
 def drop_set_aside(aside: Path) -> None:

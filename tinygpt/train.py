@@ -56,8 +56,8 @@ from autograd.nn import StateDictError
 from autograd.kernels import linear_cross_entropy
 
 from . import dist
-from .checkpoint import (drop_set_aside, put_back_run, read_resume, refuse_to_replace, resumed_config, save_checkpoint,
-                         set_aside_run)
+from .checkpoint import (drop_set_aside, put_back_run, read_resume, recover_set_aside, refuse_to_replace,
+                         resumed_config, save_checkpoint, set_aside_run)
 from .config import GPTConfig, TrainConfig, preset
 from .data import TokenData, corpus_name, load_corpus, stream_seed
 from .errors import TinyGPTError, folder_to_write
@@ -131,6 +131,14 @@ class Trainer:
         finally:
             linear_cross_entropy.release_buffers()   # the head's (N, V) buffer, kept between steps
 
+    def _recover(self, out):
+        """A run an earlier --overwrite set aside and never put back (its process was killed):
+        back in ``out`` before anything reads or refuses it (checkpoint.recover_set_aside)."""
+        if self.world.is_main and not self.cfg.profile and Path(out).is_dir():
+            note = recover_set_aside(out)
+            if note:
+                self.print(note)
+
     def _put_back_replaced_run(self):
         """--overwrite, and the new run ended before its first checkpoint: the old run comes back."""
         if self._replaced is not None:
@@ -184,12 +192,9 @@ class Trainer:
                         self._read_and_log()
                         self._stop_requested = interrupted = True
                         break
-            except KeyboardInterrupt:   # a second Ctrl-C mid-step: the weights may be half-updated, not saved
+            except KeyboardInterrupt:   # an interrupt not through the handler below (raised before it was set)
                 interrupted, self._stop_requested = True, False
-                self.print(f"\nstopped; the last checkpoint (step {self.last_good_step}) is in {self.out / 'latest'}"
-                           if self.last_good_step is not None else
-                           "\nstopped before the run's first checkpoint: nothing was saved; start it again "
-                           "with --overwrite")
+                self.print(self._stopped_message())
                 if world.size > 1:
                     raise   # the ranks are at different points: abort_on_error ends them all
         if interrupted and self._stop_requested:
@@ -274,6 +279,7 @@ class Trainer:
         resume, trained_on = None, None
         if cfg.resume:   # the saved run's settings, then its corpus: rank 0 reads, every rank receives
             out = Path(cfg.out) if cfg.out else Path("runs") / corpus_name(cfg.data)   # a pipe is read once, below
+            self._recover(out)
             resume = read_resume(out, world)
             trained_on = resume["state"]["train_config"].get("data")
             cfg = self.cfg = resumed_config(cfg, self.explicit, resume["state"])
@@ -295,6 +301,7 @@ class Trainer:
         cfg.out = str(self.out)
         if world.is_main and not cfg.profile:
             folder_to_write(self.out, "--out")
+            self._recover(self.out)
             refuse_to_replace(self.out, cfg)                     # never train over a run without being told to
         # the model's shape and tokenizer: rank 0 decides (it alone loads pretrained weights)
         self._pretrained = None
@@ -447,13 +454,32 @@ class Trainer:
         self.last_good_step = self.step
 
     # ------------------------------------------------------------------ Ctrl-C
+    def _stopped_message(self) -> str:
+        if self.last_good_step is not None:
+            return f"\nstopped; the last checkpoint (step {self.last_good_step}) is in {self.out / 'latest'}"
+        return "\nstopped before the run's first checkpoint: nothing was saved; start it again with --overwrite"
+
+    def _quit_at_once(self):
+        """The second Ctrl-C: the old run back where --overwrite had set it aside, one line, and
+        the process ends here, exit status 130. Not by raising KeyboardInterrupt: that lands
+        wherever Python is, inside numba's compiler callbacks too, which it crashed (a traceback,
+        once a segmentation fault). The weights may be half-updated: nothing more is saved."""
+        self._put_back_replaced_run()
+        self.print(self._stopped_message())
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):      # a closed pipe: nothing more to say there
+                pass
+        os._exit(130)
+
     @contextmanager
     def _ctrl_c_finishes_the_step(self):
         """The first Ctrl-C lets the step finish and the run save; a second stops at once."""
         def request_stop(signum, frame):
             self._ctrl_c = True
             if self._stop_requested:
-                raise KeyboardInterrupt
+                self._quit_at_once()
             self._stop_requested = True
             self.print("\nCtrl-C: finishing this step and saving (press again to quit at once)")
         previous = None
