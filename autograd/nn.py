@@ -133,8 +133,14 @@ class Module:
             p.grad = None
 
     def to(self, dtype):
-        """Convert every parameter to ``dtype`` (e.g. "float64" for gradient checks)."""
+        """Convert every parameter to ``dtype``: "float32" or "float64" (e.g. for gradient checks),
+        the dtypes the kernels compute in. The device is the backend's (``use_backend``)."""
+        if str(dtype).lower() in ("cpu", "cuda", "gpu", "numpy", "cupy"):
+            raise ValueError(f"to() takes a dtype; the device is the backend's, chosen before the model is made: "
+                             f"autograd.use_backend({str(dtype)!r})")
         want = backend.xp().dtype(dtype)
+        if want.name not in ("float32", "float64"):   # int32 truncated every weight; float16 failed at forward
+            raise ValueError(f"to(): float32 or float64, the dtypes the kernels compute in; got {want.name}")
         for p in self.parameters():
             if p.data.dtype != want:
                 p.data = p.data.astype(want)

@@ -211,8 +211,12 @@ def load_model(path, device=None, prefer=("best", "latest")):
     except (TypeError, ValueError, KeyError, AttributeError) as exc:   # edited or damaged by hand
         raise TinyGPTError(f"{folder / STATE_FILE} is damaged: {type(exc).__name__}: {exc}") from None
     model = GPT2(config, tokenizer=tokenizer, init=False)
+    arrays = read_arrays(folder / MODEL_FILE)
+    stored = getattr(arrays.get("transformer.wte.weight"), "dtype", None)
+    if stored is not None and stored.kind == "f" and stored != model.transformer.wte.weight.dtype:
+        model.to(str(stored))        # a float64 run's weights stay float64 (load_state_dict casts to the model's)
     try:
-        model.load_state_dict(read_arrays(folder / MODEL_FILE))
+        model.load_state_dict(arrays)
     except StateDictError as exc:   # e.g. overwritten by another program's weights of the same names
         raise TinyGPTError(f"{folder / MODEL_FILE} does not fit the model {folder / STATE_FILE} describes: "
                            f"{str(exc).removeprefix('load_state_dict: ')}") from None

@@ -21,6 +21,7 @@ Sampling happens on the host in float64 with its own seeded generator.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -183,7 +184,11 @@ def _start_ids(model, prompt):
             raise no_tokenizer_error(model)
         ids = tok.encode(prompt)
     else:
-        ids = [int(i) for i in prompt]
+        ids = list(prompt)
+        odd = [i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+        if odd:   # int(1.7) would be token 1; [[1, 2]], a batch, is not one prompt
+            raise TinyGPTError(f"a prompt of token ids takes whole numbers (one sequence), got {odd[0]!r}")
+        ids = [int(i) for i in ids]
     if not ids:  # an empty prompt: start from end-of-text (BPE) or a newline (characters)
         if tok is not None and tok.eot_id is not None:
             ids = [tok.eot_id]

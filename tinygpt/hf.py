@@ -139,11 +139,21 @@ def _snapshot(repo_folder: Path):
         candidate = snapshots / ref.read_text().strip()
         if has_hf_weights(candidate):
             return candidate
+        if candidate.is_dir():   # main's own snapshot, unreadable here: never an older one in its place
+            raise TinyGPTError(f"{candidate} (the snapshot refs/main names) has {_weights_found(candidate)}")
     if snapshots.is_dir():
         found = sorted((p for p in snapshots.iterdir() if has_hf_weights(p)), key=lambda p: p.stat().st_mtime)
         if found:
             return found[-1]
     return None
+
+
+def _weights_found(folder: Path) -> str:
+    """What a folder that cannot be read as a GPT-2 holds instead, as the end of a sentence."""
+    if any(folder.glob("*.index.json")):
+        return ("its weights in shards (*.index.json), which tinygpt does not read; save the model in one file "
+                "(save_pretrained(..., max_shard_size='100GB'))")
+    return "no config.json with model.safetensors or pytorch_model.bin"
 
 
 def _repo_ids(name: str):
@@ -162,7 +172,7 @@ def resolve(name_or_path) -> Path:
         snap = _snapshot(path)
         if snap is not None:
             return snap
-        raise TinyGPTError(f"{path} has no config.json with model.safetensors or pytorch_model.bin")
+        raise TinyGPTError(f"{path} has {_weights_found(path)}")
     name = str(name_or_path)
     for cache in _hub_cache_dirs():
         for repo_id in _repo_ids(name):
@@ -178,9 +188,14 @@ def resolve(name_or_path) -> Path:
         last_error = None
         for repo_id in _repo_ids(name)[::-1]:
             try:
-                return Path(snapshot_download(repo_id, allow_patterns=["config.json", "model.safetensors"]))
+                got = Path(snapshot_download(repo_id, allow_patterns=["config.json", "model.safetensors"]))
             except Exception as exc:  # no network, unknown name, ...
                 last_error = exc
+                continue
+            if not has_hf_weights(got):   # a repository with .bin or sharded weights only
+                raise TinyGPTError(f"{repo_id} has no single model.safetensors, the only weights tinygpt downloads; "
+                                   "download the model yourself and pass its folder")
+            return got
         reason = f"the download failed ({type(last_error).__name__})"
     elif snapshot_download is None:
         reason = f"huggingface_hub, which downloads, is not installed ({install_hint('hf')})"
@@ -209,6 +224,10 @@ def _read_weights(folder: Path):
                 try:
                     value = f.get_tensor(key)
                 except Exception as exc:  # noqa: BLE001
+                    if "bfloat16" in str(exc):   # NumPy has no bfloat16: a sound file, a type it cannot hold
+                        raise TinyGPTError(f"{st} holds bfloat16 tensors, which NumPy cannot read; save the model "
+                                           "in float32 or float16 (model.to(torch.float32).save_pretrained(...))"
+                                           ) from None
                     raise damaged(exc) from None
                 yield key, value
         return
@@ -263,8 +282,10 @@ def from_pretrained(name_or_path, device=None):
     config = config_from_hf(hf_config, where=str(folder / "config.json"))
     model = GPT2(config, tokenizer=_exported_tokenizer(folder, config), init=False)   # else GPT-2's, for its vocabulary
     params = dict(model.named_parameters())
-    loaded = set()
+    loaded, head = set(), None
     for hf_name, value in _read_weights(folder):
+        if hf_name == "lm_head.weight":
+            head = np.array(value)          # compared with the token table once that is read
         name = _tinygpt_name(hf_name)
         if name is None:
             continue
@@ -280,12 +301,28 @@ def from_pretrained(name_or_path, device=None):
     missing = [n for n in params if n not in loaded]
     if missing:
         raise TinyGPTError(f"{folder} lacks tensors: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+    wte = backend.to_numpy(params["transformer.wte.weight"].data)
+    if head is not None and not np.array_equal(head.astype(wte.dtype), wte):
+        # transformers then unties them and uses this head: its logits, not GPT-2's tied ones
+        raise TinyGPTError(f"{folder}'s lm_head.weight is not its token table (wte): an untied head, which "
+                           "GPT-2 (and tinygpt) does not have")
     model.eval()
     model.pretrained_from = str(folder)
     return model
 
 
 CHAR_TOKENIZER_FILE = "tinygpt_tokenizer.json"   # a character model's alphabet, beside its export
+
+
+def _zero_biases(config: GPTConfig, dtype) -> dict:
+    """The biases GPT2LMHeadModel has and a model of GPTConfig(bias=False) does not, as zeros."""
+    c = config.n_embd
+    sizes = {"ln_1.bias": c, "attn.c_attn.bias": 3 * c, "attn.c_proj.bias": c, "ln_2.bias": c,
+             "mlp.c_fc.bias": 4 * c, "mlp.c_proj.bias": c}
+    out = {f"transformer.h.{i}.{name}": np.zeros(n, dtype=dtype)
+           for i in range(config.n_layer) for name, n in sizes.items()}
+    out["transformer.ln_f.bias"] = np.zeros(c, dtype=dtype)
+    return out
 
 
 def check_export_folder(out_dir) -> Path:
@@ -317,6 +354,8 @@ def export(model, out_dir):
     gpt2_tokens = model.tokenizer is None or model.tokenizer.kind == "gpt2"
     out.mkdir(parents=True, exist_ok=True)
     tensors = to_hf_state_dict(model.state_dict(), with_head=False)
+    if not model.config.bias:   # GPT-2 has every bias: zeros compute what none does
+        tensors.update(_zero_biases(model.config, tensors["transformer.wte.weight"].dtype))
     # every file written under a temporary name first, then the three renamed into place: an
     # export cut short (a full disk, Ctrl-C) over an earlier one leaves that one's weights with
     # its own config, not this model's weights with the other's config

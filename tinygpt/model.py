@@ -152,6 +152,11 @@ class GPT2(nn.Module):
         self.config = config
         if tokenizer is None and config.vocab_size == GPT2_VOCAB:
             tokenizer = GPT2Tokenizer()
+        if tokenizer is not None and getattr(tokenizer, "vocab_size", config.vocab_size) != config.vocab_size:
+            # ids the one has and the other not: an embedding read past its table, or a sampled id
+            # with no text (an IndexError at the first such token)
+            raise TinyGPTError(f"the tokenizer has {tokenizer.vocab_size} tokens and the model a vocabulary of "
+                               f"{config.vocab_size}: they must be the same")
         self.tokenizer = tokenizer
         self.transformer = Transformer(config, init)
         if init:
@@ -174,7 +179,8 @@ class GPT2(nn.Module):
     def forward(self, ids, targets=None, cache: KVCache | None = None, last_only=False,
                 attention: list | None = None):
         """``(logits, None)``: logits (B, T, V) for token ids (B, T); or, with
-        ``targets`` (B, T), ``(None, loss)``: the mean next-token cross-entropy, computed by
+        ``targets`` (B, T) of integer ids, -1 where a position has no target, ``(None, loss)``:
+        the mean next-token cross-entropy over the positions that have one, computed by
         the fused head+loss kernel, which never keeps the (B*T, V) logits (see
         autograd/kernels/linear_cross_entropy.py). Call without targets for logits.
 
@@ -188,6 +194,9 @@ class GPT2(nn.Module):
         ids = ids.data if isinstance(ids, Tensor) else backend.asarray(ids)
         if ids.ndim == 1:
             ids = ids[None, :]
+        if ids.ndim != 2 or ids.shape[1] == 0:
+            raise TinyGPTError(f"ids: one sequence (T,) or a batch (B, T) of token ids, at least one token; got "
+                               f"shape {tuple(ids.shape)}")
         B, T = ids.shape
         start = cache.length if cache is not None else 0
         if start + T > self.config.block_size:
@@ -203,6 +212,13 @@ class GPT2(nn.Module):
         if targets is not None:
             # the tied head and the loss in one kernel: the (B*T, V) logits are never kept
             targets = targets.data if isinstance(targets, Tensor) else backend.asarray(targets)
+            if targets.ndim == 1:
+                targets = targets[None, :]
+            if targets.shape != ids.shape:   # (T, B) for (B, T) has as many, in the wrong places
+                raise TinyGPTError(f"targets have shape {tuple(targets.shape)} and the ids {tuple(ids.shape)}: "
+                                   "one target per position")
+            if targets.dtype.kind not in "iu":
+                raise TinyGPTError(f"targets must be integer token ids (-1 where there is none), got {targets.dtype}")
             return None, F.linear_cross_entropy(x, tr.wte.weight, targets.reshape(-1))
         if last_only:
             x = x[:, -1:, :]                                             # (B, 1, C)

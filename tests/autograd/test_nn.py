@@ -89,3 +89,16 @@ def test_linear_module_matches_its_functional_form():
     x = Tensor(np.ones((1, 3)))
     np.testing.assert_allclose(layer(x).data, np.ones((1, 3)) @ layer.weight.data.T + layer.bias.data, rtol=1e-6)
     assert nn.Linear(3, 2, bias=False).bias is None
+
+
+def test_to_takes_the_kernels_dtypes_and_points_a_device_to_use_backend():
+    """to('int32') truncated every weight; to('float16') failed only at the forward; to('cuda')
+    was NumPy's 'data type not understood'."""
+    from autograd import nn
+    layer = nn.Linear(3, 2)
+    for dtype in ("int32", "float16"):
+        with pytest.raises(ValueError, match="float32 or float64"):
+            layer.to(dtype)
+    with pytest.raises(ValueError, match=r"use_backend\('cuda'\)"):
+        layer.to("cuda")
+    assert layer.weight.dtype == np.float32 and layer.to("float64").weight.dtype == np.float64

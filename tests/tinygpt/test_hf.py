@@ -378,3 +378,67 @@ def test_an_export_cut_short_leaves_the_earlier_export_whole(tmp_path, monkeypat
     monkeypatch.undo()
     export(wider, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "config.json").read_text())["n_embd"] == 8
+
+
+# ----------------------------------------------------------------------------- variants refused, not loaded wrong
+def test_a_head_that_is_not_the_token_table_is_refused_not_dropped(small, tmp_path):
+    """transformers unties a lm_head.weight that differs from wte and uses it; tinygpt skipped
+    it and ran the tied head: logits off by up to 16, without a word."""
+    from safetensors.numpy import load_file, save_file
+    _, folder = small
+    shutil.copytree(folder, tmp_path / "untied")
+    path = tmp_path / "untied" / "model.safetensors"
+    state = load_file(str(path))
+    wte = state["transformer.wte.weight"]
+    state["lm_head.weight"] = wte.copy()                      # the same values: GPT-2's tied head, loads
+    save_file(state, str(path), metadata={"format": "pt"})
+    GPT2.from_pretrained(tmp_path / "untied")
+    state["lm_head.weight"] = wte + np.float32(0.5)
+    save_file(state, str(path), metadata={"format": "pt"})
+    with pytest.raises(TinyGPTError, match="lm_head.weight is not its token table"):
+        GPT2.from_pretrained(tmp_path / "untied")
+
+
+def test_bfloat16_and_sharded_weights_are_named_not_called_unreadable(small, tmp_path):
+    torch = torch_or_skip()
+    import copy
+    hf, _ = small
+    copy.deepcopy(hf).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")   # the fixture's own stays float32
+    with pytest.raises(TinyGPTError, match="holds bfloat16 tensors, which NumPy cannot read"):
+        GPT2.from_pretrained(tmp_path / "bf16")
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert any((tmp_path / "sharded").glob("*.index.json"))
+    with pytest.raises(TinyGPTError, match=r"in shards \(\*\.index\.json\)"):   # was "has no config.json"
+        GPT2.from_pretrained(tmp_path / "sharded")
+
+
+def test_the_snapshot_refs_main_names_is_used_or_refused_never_an_older_one(small, tmp_path, monkeypatch):
+    """refs/main named a snapshot without readable weights (sharded): an older snapshot was
+    loaded in its place, silently."""
+    _, folder = small
+    repo = tmp_path / "hub" / "models--me--tiny"
+    shutil.copytree(folder, repo / "snapshots" / "old111")
+    (repo / "snapshots" / "new222").mkdir()
+    shutil.copy(folder / "config.json", repo / "snapshots" / "new222" / "config.json")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("new222")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(TinyGPTError, match="new222 .*the snapshot refs/main names"):
+        GPT2.from_pretrained("me/tiny")
+    (repo / "refs" / "main").write_text("old111")
+    GPT2.from_pretrained("me/tiny")
+
+
+def test_a_model_without_biases_exports_with_zero_biases_and_comes_back_the_same(tmp_path):
+    """export's docstring promises no missing keys; GPTConfig(bias=False) exported without
+    any bias, and from_pretrained refused its own export ('lacks tensors')."""
+    from tinygpt import GPTConfig
+    from tinygpt.tokenizer import CharTokenizer
+    tok = CharTokenizer.from_text("abcdefgh \n")
+    model = GPT2(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=2, n_head=2, n_embd=8, bias=False),
+                 tokenizer=tok)
+    export(model, tmp_path / "out")
+    back = GPT2.from_pretrained(tmp_path / "out")
+    ids = np.array([[1, 2, 3, 4, 5]])
+    np.testing.assert_array_equal(back(ids)[0].data, model(ids)[0].data)

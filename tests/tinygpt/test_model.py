@@ -194,3 +194,50 @@ def test_attention_weights_are_causal_rows_of_probabilities_and_change_nothing()
     for p in weights:
         assert np.all(np.triu(p, k=1) == 0)                      # nothing from the future
         assert np.allclose(p.sum(axis=-1), 1.0, atol=1e-6)       # float32 row sums
+
+
+# ----------------------------------------------------------------------------- what the API refuses
+def test_a_tokenizer_of_another_vocabulary_is_refused_when_the_model_is_made():
+    """A 9-character tokenizer on a 50257 model saved and loaded, then generate() sampled an id
+    past the alphabet: IndexError."""
+    from tinygpt import TinyGPTError
+    from tinygpt.tokenizer import CharTokenizer
+    with pytest.raises(TinyGPTError, match="the tokenizer has 9 tokens and the model a vocabulary of 50257"):
+        GPT2(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8), tokenizer=CharTokenizer.from_text("helo wrd\n"))
+
+
+def test_targets_of_another_shape_or_kind_are_refused():
+    from tinygpt import TinyGPTError
+    backend.seed(0)
+    model = GPT2(SMALL)
+    x, y = batch(B=3, T=4)
+    with pytest.raises(TinyGPTError, match=r"targets have shape \(4, 3\) and the ids \(3, 4\)"):
+        model(x, y.T)                                  # as many targets, in the wrong places: was accepted
+    with pytest.raises(TinyGPTError, match="targets must be integer token ids"):
+        model(x, y.astype(np.float64))                 # was numba's TypingError
+    for ids in (np.zeros((1, 2, 3), dtype=np.int64), np.zeros((1, 0), dtype=np.int64)):
+        with pytest.raises(TinyGPTError, match="one sequence"):
+            model(ids)
+    assert model(x[0], y[0])[1] is not None           # one sequence and its targets, 1-D both
+
+
+def test_a_prompt_of_ids_must_be_whole_numbers():
+    from tinygpt import TinyGPTError
+    from tinygpt.generate import generate_ids
+    backend.seed(0)
+    model = GPT2(SMALL)
+    for prompt in ([1.7, 2.2], [[1, 2]], [True]):
+        with pytest.raises(TinyGPTError, match="whole numbers"):    # 1.7 was token 1
+            list(generate_ids(model, prompt, 2))
+    assert len(list(generate_ids(model, np.array([1, 2]), 2, temperature=0))) == 2
+
+
+def test_a_float64_checkpoint_loads_in_float64(tmp_path):
+    """GPT2.load cast a float64 run's weights to float32, silently."""
+    backend.seed(0)
+    model = GPT2(SMALL).to("float64")
+    model.save(tmp_path / "m")
+    back = GPT2.load(tmp_path / "m")
+    assert back.transformer.wte.weight.dtype == np.float64
+    for (name, p), (_, q) in zip(model.named_parameters(), back.named_parameters()):
+        assert np.array_equal(p.data, q.data), name
