@@ -108,7 +108,7 @@ def main():
     panels = [("scores S = q k^T / sqrt(hs)\n(grey: masked, -inf)", np.where(future, np.nan, S)),
               ("weights P = softmax(S)", P),
               ("dP = g v^T", dP),
-              ("dS = P * (dP - rowsum(dP * P))\n(zero where P is 0, and in row 0, whose one weight is 1)", dS)]
+              ("dS = P * (dP - rowsum(dP * P))\n(0 where P = 0; row 0 all 0: its one P is 1)", dS)]
     for ax, (title, m) in zip(axes[0], panels):
         limit = np.nanmax(np.abs(m))
         if m is P:                                              # probabilities: 0 (white) .. 1

@@ -52,14 +52,17 @@ def main():
           + ("small, the model has not yet memorised its training text." if gap < 0.1 else
              "the model starts to fit its training text better than unseen text (overfitting)."))
     lrs = [r["lr"] for r in train]
-    print(f"learning rate: linear warm-up to {max(lrs):.1e}, then a cosine decay down to {lrs[-1]:.1e} "
-          "(big steps while far from a minimum, small ones to settle into it).")
+    if lrs[-1] < max(lrs):
+        print(f"learning rate: linear warm-up to {max(lrs):.1e}, then a cosine decay down to {lrs[-1]:.1e} "
+              "(big steps while far from a minimum, small ones to settle into it).")
+    else:   # a run too short to reach its decay
+        print(f"learning rate: linear warm-up to {max(lrs):.1e}; the run ended before its cosine decay began.")
     norms = [r["grad_norm"] for r in train if r.get("grad_norm") is not None]
     clipped = sum(n > 1.0 for n in norms)
     print(f"gradient norm: {norms[0]:.2f} at the first step, {norms[-1]:.2f} at the last; "
           f"{clipped} of {len(norms)} steps were clipped to 1.0.")
     worst = max(range(len(norms)), key=lambda i: norms[i])
-    if norms[worst] > 1.0:
+    if norms[worst] > 1.0 and len(norms) > 1:   # one step has no ordinary gradient to stand out from
         print(f"the largest, {norms[worst]:.1f} at step {train[worst]['step']}, was scaled down {norms[worst]:.1f}-fold "
               "by clipping: a spike (an unlucky batch, or too big a step early in training) enters AdamW's "
               "running averages of g and g^2 no bigger than an ordinary gradient.")

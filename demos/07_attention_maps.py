@@ -11,11 +11,14 @@ position read), and summarise each head by its mean attention distance: how far 
 on average, it looks. A head that spread its weight evenly over every earlier position
 would look (T - 1) / 4 back on average (the printed baseline); a head well below it reads
 mostly the nearby characters (the local spelling), one near it gathers from the whole
-context. A small model trained for seconds has heads that differ only a little; a longer
+context, and one well above it puts its weight on the first tokens (often a default place
+to look, a "sink", when nothing nearby helps). A small model trained for seconds has heads that differ only a little; a longer
 run (``--checkpoint`` of a ``tinygpt train`` run) separates them more.
 
     python demos/07_attention_maps.py [--checkpoint runs/shakespeare] [--text "..."]
 """
+import textwrap
+
 import _common
 from autograd import backend, no_grad
 from autograd.backend import np
@@ -33,7 +36,12 @@ def main():
     _common.heading("The model")
     model = _common.trained_model(args, out, 30 if args.quick else 300)
     tok = model.tokenizer
-    ids = _common.prompt_ids(model, args.text, "--text")[:model.config.block_size]
+    ids = _common.prompt_ids(model, args.text, "--text")
+    if len(ids) > model.config.block_size:
+        print(f"the text is {len(ids)} tokens, the context {model.config.block_size}: using the first "
+              f"{model.config.block_size}")
+        ids = ids[:model.config.block_size]
+    shown = textwrap.shorten(repr(tok.decode(ids)), 60, placeholder=" ...")   # what is drawn, for the titles
     labels = [_common.token_label(tok, i) for i in ids]
     T = len(ids)
 
@@ -90,7 +98,7 @@ def main():
                 ax.set_ylabel("query: the position reading (i)")
             ax.set_title(f"head {head}: mean distance {distance[layer, head]:.1f}", fontsize=10)
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.5, label="attention weight P[i, j] (square-root scale)")
-        fig.suptitle(f"layer {layer}: attention weights on {args.text!r}")
+        fig.suptitle(f"layer {layer}: attention weights on {shown}")
         _common.save(fig, out, f"07_attention_layer{layer}.png")
 
     fig, ax = _common.figure(size=(1.6 + 0.9 * nh, 1.4 + 0.7 * n_layer))
