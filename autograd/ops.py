@@ -570,7 +570,13 @@ def in_place(a, b, ufunc: str):
     falls back to ``a = a + b``, a new node, and nothing the graph saved is overwritten."""
     if is_grad_enabled():
         return NotImplemented
-    getattr(backend.xp(), ufunc)(a.data, b.data if isinstance(b, Tensor) else b, out=a.data)
+    xp = backend.xp()
+    other = b.data if isinstance(b, Tensor) else b
+    result = xp.result_type(a.data, other) if ufunc != "true_divide" else xp.result_type(a.data, other, 1.0)
+    fits = xp.can_cast(result, a.dtype, casting="same_kind") and xp.broadcast_shapes(a.shape, xp.shape(other)) == a.shape
+    if not fits:
+        return NotImplemented     # ints divided, or a larger shape: a new tensor (a = a / b), as while recording
+    getattr(xp, ufunc)(a.data, other, out=a.data, casting="same_kind")   # float64 into float32 weights: cast
     return a
 
 

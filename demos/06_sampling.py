@@ -15,8 +15,6 @@ setting, and let each setting write a continuation from the same random seed.
 
     python demos/06_sampling.py [--checkpoint runs/shakespeare] [--prompt "ROMEO:"]
 """
-import textwrap
-
 import _common
 from autograd import backend, no_grad
 from autograd.backend import np
@@ -92,7 +90,7 @@ def main():
         ax.set_ylabel("probability of the next token")
     for ax in axes[1, :]:
         ax.set_xlabel("candidate next token (most likely under the raw logits first)")
-    fig.suptitle(f"next token after {textwrap.shorten(repr(args.prompt), 60, placeholder=' ...')}: "
+    fig.suptitle(f"next token after {_common.shortened(args.prompt)}: "
                  "the same logits under six sampling settings")
     _common.save(fig, out, "06_next_token_distribution.png")
 

@@ -17,8 +17,6 @@ run (``--checkpoint`` of a ``tinygpt train`` run) separates them more.
 
     python demos/07_attention_maps.py [--checkpoint runs/shakespeare] [--text "..."]
 """
-import textwrap
-
 import _common
 from autograd import backend, no_grad
 from autograd.backend import np
@@ -41,7 +39,7 @@ def main():
         print(f"the text is {len(ids)} tokens, the context {model.config.block_size}: using the first "
               f"{model.config.block_size}")
         ids = ids[:model.config.block_size]
-    shown = textwrap.shorten(repr(tok.decode(ids)), 60, placeholder=" ...")   # what is drawn, for the titles
+    shown = _common.shortened(tok.decode(ids))   # what is drawn, for the titles
     labels = [_common.token_label(tok, i) for i in ids]
     T = len(ids)
 

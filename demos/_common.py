@@ -164,3 +164,11 @@ def token_label(tokenizer, token_id) -> str:
     """A token as a readable tick label: spaces and newlines made visible."""
     text = tokenizer.token_str(int(token_id))
     return text.replace(" ", "\u2423").replace("\n", "\\n") or "?"
+
+
+def shortened(text: str, width: int = 60) -> str:
+    """``text`` quoted for a figure's title, cut to about ``width`` characters ("..." after):
+    a long prompt had run off both edges of the figure. By characters, not words, so that a
+    text without spaces keeps its start too."""
+    shown = repr(text)
+    return shown if len(shown) <= width else shown[:width - 4] + " ..."

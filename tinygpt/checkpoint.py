@@ -16,6 +16,7 @@ checkpoint intact: a reader sees the old folder or the new one, never half of on
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -54,7 +55,7 @@ def write_atomically(target: Path, write):
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     old = target.with_name(f"{target.name}.old")
-    for left in target.parent.glob(f"{target.name}.tmp-*"):   # this process's, and those of dead ones
+    for left in target.parent.glob(f"{glob.escape(target.name)}.tmp-*"):   # this process's, and dead ones'
         if left == tmp or not _pid_alive(left.name.rpartition("-")[2]):
             shutil.rmtree(left, ignore_errors=True)
     tmp.mkdir()
@@ -179,7 +180,7 @@ def read_state(folder) -> dict:
     folder = Path(folder)
     try:
         state = json.loads((folder / STATE_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:           # ValueError: not JSON, or not UTF-8
         raise TinyGPTError(f"cannot read {folder / STATE_FILE}: {exc}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else f"a JSON {type(state).__name__}"
@@ -213,7 +214,7 @@ def load_model(path, device=None, prefer=("best", "latest")):
     model = GPT2(config, tokenizer=tokenizer, init=False)
     arrays = read_arrays(folder / MODEL_FILE)
     stored = getattr(arrays.get("transformer.wte.weight"), "dtype", None)
-    if stored is not None and stored.kind == "f" and stored != model.transformer.wte.weight.dtype:
+    if stored in (np.float32, np.float64) and stored != model.transformer.wte.weight.dtype:
         model.to(str(stored))        # a float64 run's weights stay float64 (load_state_dict casts to the model's)
     try:
         model.load_state_dict(arrays)
@@ -283,7 +284,7 @@ def refuse_to_replace(out: Path, cfg: TrainConfig) -> None:
     conflict = checkpoint_conflict(out)
     if conflict:
         raise TinyGPTError(f"--out {out} {conflict}: train into another folder")
-    if (out / STATE_FILE).exists() and describe_run(out) is None:
+    if (out / STATE_FILE).exists() and (out / MODEL_FILE).exists() and describe_run(out) is None:
         raise TinyGPTError(f"--out {out} holds a saved model (a checkpoint folder), not a run: train into "
                            "another folder")
     foreign = foreign_entries(out)
@@ -396,13 +397,27 @@ def set_aside_run(out) -> Path | None:
     calls first, settles that. None: no run to move."""
     out = Path(out)
     aside = out / SET_ASIDE
+    if aside.is_dir():   # recover_set_aside left it: its owner runs
+        raise TinyGPTError(f"another tinygpt train (process {_owner(aside)}) is replacing the run in {out}; let "
+                           "it finish, or train into another folder with --out DIR")
     paths = _run_paths(out)
     if not paths:
         return None
     aside.mkdir()
+    (aside / OWNER).write_text(str(os.getpid()))
     for p in paths:
         os.replace(p, aside / p.name)
     return aside
+
+
+OWNER = ".owner"   # in .replaced-run: the process id of the run that set it aside
+
+
+def _owner(aside: Path) -> str:
+    try:
+        return (aside / OWNER).read_text().strip()
+    except OSError:
+        return "?"
 
 
 def recover_set_aside(out) -> str | None:
@@ -416,6 +431,9 @@ def recover_set_aside(out) -> str | None:
     aside = out / SET_ASIDE
     if not aside.is_dir():
         return None
+    owner = _owner(aside)
+    if owner != str(os.getpid()) and _pid_alive(owner) and owner != "?":
+        return None       # another process's --overwrite, still running: its own to settle
     if describe_run(out) not in (None, LOG_ONLY):
         drop_set_aside(aside)
         return None
@@ -432,9 +450,14 @@ def drop_set_aside(aside: Path) -> None:
 def put_back_run(out, aside: Path) -> None:
     """The new run's files (log, plot, a checkpoint's leftovers) go; the set-aside run comes back."""
     out = Path(out)
+    if not aside.is_dir():   # settled meanwhile (by another process's recover_set_aside)
+        return
     clear_run(out)
     for p in aside.iterdir():
-        os.replace(p, out / p.name)
+        if p.name == OWNER:
+            p.unlink()
+        else:
+            os.replace(p, out / p.name)
     aside.rmdir()
 
 
@@ -466,7 +489,7 @@ def checkpoint_conflict(folder) -> str | None:
     like a part of the run in the folder above (best/, latest/, latest.old, ...)."""
     p = Path(folder)
     for above in p.absolute().parents:
-        if (above / STATE_FILE).exists():
+        if (above / STATE_FILE).exists() and (above / MODEL_FILE).exists():   # not any project's state.json
             return f"is inside the tinygpt checkpoint {above}, which is replaced whole when it is saved again"
     if named_like_a_run(p) and describe_run(p.absolute().parent) is not None:
         return f"is named like a checkpoint of the run in {p.parent}, which its next save replaces"

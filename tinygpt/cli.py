@@ -335,7 +335,7 @@ def main(argv=None):
         return 1
     except BrokenPipeError:  # e.g. piped into head
         return 0
-    except UnicodeError as exc:   # text the terminal's encoding cannot carry; the message names no text
+    except UnicodeEncodeError as exc:   # text the terminal's encoding cannot carry; the message names no text
         sys.stderr.write(f"tinygpt {args.command}: error: text that this terminal's encoding cannot carry "
                          f"({type(exc).__name__}: {getattr(exc, 'reason', exc)})\n")
         return 1

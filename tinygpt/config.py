@@ -115,7 +115,10 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"help": "the progress display: a bar on a terminal; when stderr is a file or a pipe, a plain line about every tenth of the run"})
 
     def __post_init__(self):
-        self.validate()
+        # each value alone; the flags against each other when a run starts (Trainer: the flags
+        # given; resumed_config: merged with a saved run's), so that a saved config that predates
+        # a rule can be read, and fixed by a flag on --resume
+        self.validate(relations=False)
 
     def validate(self, relations=None):
         """One clear TinyGPTError naming the flag, for a value no run can use. Called when the

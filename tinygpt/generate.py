@@ -177,6 +177,12 @@ def no_tokenizer_error(model) -> TinyGPTError:
         "or give the prompt as a list of token ids to generate_ids")
 
 
+def _integer_array(value) -> bool:
+    """A 0-d array of an integer dtype (a CuPy array's elements are), which int() takes."""
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    return kind is not None and kind in "iu" and getattr(value, "ndim", 1) == 0
+
+
 def _start_ids(model, prompt):
     tok = model.tokenizer
     if isinstance(prompt, str):
@@ -185,7 +191,7 @@ def _start_ids(model, prompt):
         ids = tok.encode(prompt)
     else:
         ids = list(prompt)
-        odd = [i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+        odd = [i for i in ids if isinstance(i, bool) or not (isinstance(i, numbers.Integral) or _integer_array(i))]
         if odd:   # int(1.7) would be token 1; [[1, 2]], a batch, is not one prompt
             raise TinyGPTError(f"a prompt of token ids takes whole numbers (one sequence), got {odd[0]!r}")
         ids = [int(i) for i in ids]

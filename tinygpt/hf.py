@@ -139,8 +139,9 @@ def _snapshot(repo_folder: Path):
         candidate = snapshots / ref.read_text().strip()
         if has_hf_weights(candidate):
             return candidate
-        if candidate.is_dir():   # main's own snapshot, unreadable here: never an older one in its place
-            raise TinyGPTError(f"{candidate} (the snapshot refs/main names) has {_weights_found(candidate)}")
+        if candidate.is_dir():   # main's own snapshot, without weights here (a config or tokenizer cached
+            return None          # alone, or shards): not an older snapshot in its place
+
     if snapshots.is_dir():
         found = sorted((p for p in snapshots.iterdir() if has_hf_weights(p)), key=lambda p: p.stat().st_mtime)
         if found:
@@ -172,6 +173,10 @@ def resolve(name_or_path) -> Path:
         snap = _snapshot(path)
         if snap is not None:
             return snap
+        ref = path / "refs" / "main"
+        if ref.is_file() and (path / "snapshots" / ref.read_text().strip()).is_dir():
+            main = path / "snapshots" / ref.read_text().strip()
+            raise TinyGPTError(f"{main} (the snapshot refs/main names) has {_weights_found(main)}")
         raise TinyGPTError(f"{path} has {_weights_found(path)}")
     name = str(name_or_path)
     for cache in _hub_cache_dirs():

@@ -449,8 +449,8 @@ class Trainer:
             if best:
                 save_checkpoint(self.out / "best", self.model, state)
             if self._replaced is not None:      # --overwrite: the new run has a checkpoint now
-                drop_set_aside(self._replaced)
-                self._replaced = None
+                aside, self._replaced = self._replaced, None   # first: a Ctrl-C meanwhile puts nothing back
+                drop_set_aside(aside)
         self.last_good_step = self.step
 
     # ------------------------------------------------------------------ Ctrl-C

@@ -374,3 +374,22 @@ def test_small_misuses_are_one_clear_error():
     layer = nn.Linear(2, 1)
     layer.load_state_dict({"weight": [[0.5, 0.25]], "bias": [1.0]})   # lists: 'no attribute shape'
     np.testing.assert_array_equal(layer.weight.data, [[0.5, 0.25]])
+
+
+def test_in_place_under_no_grad_makes_a_new_tensor_where_the_result_would_not_fit():
+    """Ints divided (a float result), or a larger broadcast shape: NumPy's error under no_grad
+    where, recording, the same line gave a new tensor. A float64 update of float32 weights is
+    cast into them, in place."""
+    with no_grad():
+        a = Tensor(np.array([1, 2]))
+        kept = a
+        a /= 2
+        assert a is not kept and a.data.tolist() == [0.5, 1.0]
+        a = Tensor([1.0])
+        kept = a
+        a += Tensor([1.0, 2.0])
+        assert a is not kept and a.data.tolist() == [2.0, 3.0]
+        w = Tensor(np.array([1.0, 2.0], dtype=np.float32), requires_grad=True)
+        kept = w
+        w -= np.array([0.5, 0.5])                      # float64
+        assert w is kept and w.dtype == np.float32 and w.data.tolist() == [0.5, 1.5]

@@ -413,8 +413,10 @@ def test_bfloat16_and_sharded_weights_are_named_not_called_unreadable(small, tmp
 
 
 def test_the_snapshot_refs_main_names_is_used_or_refused_never_an_older_one(small, tmp_path, monkeypatch):
-    """refs/main named a snapshot without readable weights (sharded): an older snapshot was
-    loaded in its place, silently."""
+    """refs/main named a snapshot without readable weights (sharded, or only a config cached by
+    AutoConfig): an older snapshot was loaded in its place, silently. By name, the search goes
+    on (the alias, the download; offline here, so it ends in its one line); given as a folder,
+    that snapshot is named."""
     _, folder = small
     repo = tmp_path / "hub" / "models--me--tiny"
     shutil.copytree(folder, repo / "snapshots" / "old111")
@@ -424,8 +426,10 @@ def test_the_snapshot_refs_main_names_is_used_or_refused_never_an_older_one(smal
     (repo / "refs" / "main").write_text("new222")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(TinyGPTError, match="new222 .*the snapshot refs/main names"):
+    with pytest.raises(TinyGPTError, match="no weights for 'me/tiny'.*HF_HUB_OFFLINE"):
         GPT2.from_pretrained("me/tiny")
+    with pytest.raises(TinyGPTError, match="new222 .*the snapshot refs/main names"):
+        GPT2.from_pretrained(repo)
     (repo / "refs" / "main").write_text("old111")
     GPT2.from_pretrained("me/tiny")
 

@@ -241,3 +241,26 @@ def test_a_float64_checkpoint_loads_in_float64(tmp_path):
     assert back.transformer.wte.weight.dtype == np.float64
     for (name, p), (_, q) in zip(model.named_parameters(), back.named_parameters()):
         assert np.array_equal(p.data, q.data), name
+
+
+def test_a_float16_checkpoint_loads_into_float32(tmp_path):
+    """The float64 rule first sent a float16 file to Module.to, which takes float32 or float64
+    only: a traceback where float16 weights had loaded (cast) before."""
+    from safetensors.numpy import load_file, save_file
+    backend.seed(0)
+    model = GPT2(SMALL)
+    model.save(tmp_path / "m")
+    path = tmp_path / "m" / "model.safetensors"
+    save_file({k: v.astype(np.float16) for k, v in load_file(str(path)).items()}, str(path))
+    back = GPT2.load(tmp_path / "m")
+    assert back.transformer.wte.weight.dtype == np.float32
+    np.testing.assert_array_equal(back.transformer.wte.weight.data,
+                                  model.transformer.wte.weight.data.astype(np.float16).astype(np.float32))
+
+
+def test_zero_dimensional_integer_arrays_are_whole_numbers_in_a_prompt():
+    """As a CuPy array's elements are: int() took them before, numbers.Integral does not."""
+    from tinygpt.generate import generate_ids
+    backend.seed(0)
+    model = GPT2(SMALL)
+    assert len(list(generate_ids(model, [np.array(1), np.array(2)], 2, temperature=0))) == 2

@@ -1003,3 +1003,55 @@ def test_a_model_too_large_for_memory_is_one_line(corpus, tmp_path):
     assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert lines[0].startswith("tinygpt train: error: out of memory (") and "--block-size" in lines[0]
     assert not (tmp_path / "run" / "latest").exists()
+
+
+def test_a_projects_own_state_json_above_the_run_is_not_a_checkpoint(corpus, tmp_path):
+    """Any state.json in a folder above --out made train and save refuse: 'inside the tinygpt
+    checkpoint'. A checkpoint has its model.safetensors beside it."""
+    (tmp_path / "state.json").write_text('{"mine": true}')
+    run(small_config(corpus, tmp_path / "runs" / "x", max_iters=2, eval_interval=2))
+    GPT2.load(tmp_path / "runs" / "x").save(tmp_path / "saved")
+    assert (tmp_path / "saved" / "model.safetensors").exists()
+
+
+def test_a_state_json_that_is_not_utf8_is_named_in_one_line(tmp_path):
+    from tinygpt import GPTConfig
+    GPT2(GPTConfig(vocab_size=11, block_size=4, n_layer=1, n_head=1, n_embd=4)).save(tmp_path / "m")
+    (tmp_path / "m" / "state.json").write_bytes(b'{"format": "\xff"}')
+    with pytest.raises(TinyGPTError, match=r"cannot read .*state\.json"):   # was 'this terminal's encoding'
+        GPT2.load(tmp_path / "m")
+
+
+def test_a_run_saved_before_a_rule_is_read_and_fixed_by_a_flag_on_resume(corpus, tmp_path):
+    """A run saved with --lr-decay-iters below its warm-up (once accepted, the decay then ended
+    with the warm-up) could not be read at all: its saved config failed the new rule."""
+    out = tmp_path / "run"
+    run(small_config(corpus, out, max_iters=2, eval_interval=2, warmup_iters=2, lr_decay_iters=4))
+    for folder in ("latest", "best"):                # as an older version wrote it
+        path = out / folder / "state.json"
+        state = json.loads(path.read_text())
+        state["train_config"]["lr_decay_iters"] = 1
+        path.write_text(json.dumps(state))
+    assert TrainConfig.from_dict(state["train_config"]).lr_decay_iters == 1
+    resumed = dict(out=str(out), resume=True, max_iters=4, progress=False)
+    with pytest.raises(TinyGPTError, match="give at least 2"):
+        run(TrainConfig(**resumed), explicit={"out", "resume", "max_iters", "progress"})
+    summary = run(TrainConfig(**resumed, lr_decay_iters=2), explicit={"out", "resume", "max_iters", "progress",
+                                                                         "lr_decay_iters"})
+    assert summary["step"] == 4
+
+
+def test_a_second_train_while_an_overwrite_runs_is_refused_and_takes_nothing(corpus, tmp_path):
+    """A second tinygpt train in the folder of an --overwrite not yet at its first checkpoint had
+    put the old run back under it (deleting its live log), and the first one's later put-back
+    then deleted that old run."""
+    out = tmp_path / "run"
+    run(small_config(corpus, out, max_iters=4, eval_interval=4))
+    _killed_overwrite(out)
+    (out / ".replaced-run" / ".owner").write_text(str(os.getppid()))   # a process that runs
+    before = file_hashes(out)
+    with pytest.raises(TinyGPTError, match=r"another tinygpt train \(process \d+\) is replacing the run"):
+        run(small_config(corpus, out, max_iters=4, overwrite=True))
+    with pytest.raises(TinyGPTError, match="saved no checkpoint"):
+        run(small_config(corpus, out, max_iters=4))
+    assert file_hashes(out) == before

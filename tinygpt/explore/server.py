@@ -388,8 +388,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.local_names is None or _host_name(host) in self.local_names:
             return True
         self.close_connection = True              # a body, if one came, is not read
-        self._error(HTTPStatus.FORBIDDEN, f"Host {host!r} is not this machine: the explorer answers only "
-                                          f"{', '.join(LOCAL_NAMES)}")
+        said = f"Host {host!r} is not this machine" if host else "the request names no Host (HTTP/1.0?)"
+        self._error(HTTPStatus.FORBIDDEN, f"{said}: the explorer answers only {', '.join(LOCAL_NAMES)}")
         return False
 
     def _answering(self, method):
