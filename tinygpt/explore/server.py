@@ -10,7 +10,8 @@ JSON API (every POST takes a JSON object; every answer is a JSON object):
 
     GET  /api/info        the model: {"source", "tokenizer": "gpt2"|"char", "n_layer", "n_head",
                           "n_embd", "block_size", "vocab_size", "parameters", "has_log"}
-    POST /api/tokens      {"text"} -> {"tokens": [{"id", "text"}], "truncated": bool}
+    POST /api/tokens      {"text"} -> {"tokens": [{"id", "text"}], "truncated": bool, "skipped": the
+                          characters a character model leaves out (quoted, as its warning), or ""}
                           (a prompt longer than the context keeps its last block_size tokens,
                           here and everywhere below; "truncated" says so)
     POST /api/next        {"text", "temperature"=1, "top_k"=null (or 0: every token), "top_p"=null, "show"=20}
@@ -129,8 +130,16 @@ class Explorer:
         truncated = len(ids) > block
         ids = ids[-block:]
         if len(ids) < minimum:
+            skipped = self._skipped(text)
+            if skipped:   # a character model: nothing of the text is in its alphabet
+                raise BadRequest(f"none of the prompt's characters ({skipped}) is in the model's alphabet")
             raise BadRequest(f"the prompt needs at least {minimum} token{'s' if minimum > 1 else ''}")
         return ids, truncated
+
+    def _skipped(self, text: str) -> str:
+        """The characters a character model leaves out of ``text`` (quoted), or ""."""
+        unknown = getattr(self.model.tokenizer, "unknown", None)
+        return unknown(text) if unknown is not None else ""
 
     def _tokens(self, ids):
         return [{"id": int(i), "text": self._token_text(int(i))} for i in ids]
@@ -150,7 +159,7 @@ class Explorer:
 
     def tokens(self, body: dict) -> dict:
         ids, truncated = self._ids(body, minimum=0)
-        return {"tokens": self._tokens(ids), "truncated": truncated}
+        return {"tokens": self._tokens(ids), "truncated": truncated, "skipped": self._skipped(body.get("text", ""))}
 
     def next_token(self, body: dict) -> dict:
         temperature, top_k, top_p = _sampling(body, default_temperature=1.0)

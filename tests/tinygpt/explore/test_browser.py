@@ -272,6 +272,19 @@ def test_the_training_panel_reads_a_loss_that_is_null_as_a_dash(page_server, bro
     assert not errors, errors
 
 
+def test_characters_the_model_does_not_know_are_named_under_the_prompt(page_server, browser):
+    """A character model's page had left unknown characters out of the chips without a word."""
+    url, _ = page_server
+    browser.get(url)
+    wait_for(lambda: "parameters" in browser.find_element(By.ID, "model-info").text, "the model's description")
+    box = browser.find_element(By.ID, "prompt")
+    box.clear()
+    box.send_keys("ROMEO ☺")
+    note = wait_for(lambda: "left out" in browser.find_element(By.ID, "prompt-note").text
+                    and browser.find_element(By.ID, "prompt-note").text, "the note on left-out characters")
+    assert note.endswith("not in the model's alphabet, left out: '☺'") and note.startswith("6 tokens")
+
+
 # ---------------------------------------------------------------- a whole context of 1024 tokens
 
 LONG_TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n"

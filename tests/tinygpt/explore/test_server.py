@@ -779,3 +779,14 @@ def test_an_ipv6_loopback_host_is_served(run_dir):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_characters_outside_a_char_models_alphabet_are_named_not_dropped_silently(server):
+    """/api/tokens returned the known characters' tokens only, and the page showed nothing of
+    the rest; a prompt with none known got 'needs at least 1 token'."""
+    base, explorer = server
+    answer = ok(base, "/api/tokens", {"text": "ROMEO \u263a\u263a"})
+    assert answer["skipped"] == repr("\u263a") and len(answer["tokens"]) == len("ROMEO ")
+    assert ok(base, "/api/tokens", {"text": "ROMEO"})["skipped"] == ""
+    status, answer = post(base, "/api/next", {"text": "\u263a\u263a"})
+    assert status == 400 and "none of the prompt's characters" in answer["error"] and "\u263a" in answer["error"]

@@ -61,7 +61,8 @@ function drawTokens(data) {
   box.replaceChildren(...data.tokens.map(chip));
   const n = data.tokens.length;
   $("prompt-note").textContent = `${n} token${n === 1 ? "" : "s"} of a context of ${state.info.block_size}` +
-    (data.truncated ? " (longer than the context: the model sees the last " + state.info.block_size + ")" : "");
+    (data.truncated ? " (longer than the context: the model sees the last " + state.info.block_size + ")" : "") +
+    (data.skipped ? `; not in the model's alphabet, left out: ${data.skipped}` : "");
 }
 
 // ---------------------------------------------------------------- next token
