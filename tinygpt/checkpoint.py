@@ -215,7 +215,10 @@ def load_model(path, device=None, prefer=("best", "latest")):
     arrays = read_arrays(folder / MODEL_FILE)
     stored = getattr(arrays.get("transformer.wte.weight"), "dtype", None)
     if stored in (np.float32, np.float64) and stored != model.transformer.wte.weight.dtype:
-        model.to(str(stored))        # a float64 run's weights stay float64 (load_state_dict casts to the model's)
+        # a float64 run's weights stay float64 (load_state_dict casts to the model's); the arrays cast
+        # here are uninitialised (init=False), about to be overwritten: NumPy's warnings on them mean nothing
+        with np.errstate(invalid="ignore", over="ignore"):
+            model.to(str(stored))
     try:
         model.load_state_dict(arrays)
     except StateDictError as exc:   # e.g. overwritten by another program's weights of the same names
