@@ -1,8 +1,8 @@
 """A whole training recipe, tinygpt against PyTorch: wall time of each process and the
 best validation loss it reached.
 
-    python benchmarks/bench_recipe.py                                  # README's char recipe, one pair
-    python benchmarks/bench_recipe.py --pairs 3                        # three pairs, alternating the order
+    python benchmarks/bench_recipe.py                                  # README's char recipe, three pairs
+    python benchmarks/bench_recipe.py --pairs 5                        # five pairs, alternating the order
     python benchmarks/bench_recipe.py --max-iters 20 --eval-interval 10   # a smoke run
 
 The recipe is README's character-level Shakespeare run:
@@ -16,8 +16,13 @@ and samples; its docstring lists what differs). Each is started as a whole proce
 (``python -m tinygpt train ...`` and ``python benchmarks/torch_trainer.py ...``) and timed
 from start to exit: interpreter start-up, imports, tokenizing, building the model, the
 steps, the evaluations, the samples and the checkpoints, everything a user waits for.
-The two run back to back, one at a time; with --pairs N > 1 the order alternates
-(tinygpt first in pair 1, PyTorch first in pair 2, ...). Both at the same thread count
+Each tinygpt run gets a token cache of its own, empty (TINYGPT_CACHE), so that it
+tokenizes the corpus as the PyTorch trainer does at every run. Before the timed pairs,
+each trainer makes one short untimed run (2 steps): numba compiles tinygpt's CPU loops
+into its on-disk cache there, as on a user's first run (README gives that time), and
+the operating system's file cache holds both frameworks' libraries alike. The two run
+back to back, one at a time; the order alternates (tinygpt first in pair 1, PyTorch
+first in pair 2, ...). Both at the same thread count
 (--threads, 2 by default): OMP/OPENBLAS/MKL_NUM_THREADS for the children, torch's
 set_num_threads in the PyTorch trainer, and with fewer threads than cores both are
 pinned to the same first cores (see threads.py).
@@ -79,7 +84,7 @@ def tinygpt_best_val(out: Path) -> float:
     return best
 
 
-def run_process(label, command, log_path):
+def run_process(label, command, log_path, env=None):
     """Run ``command`` to its end; (wall seconds, stdout, peak resident bytes). Its output is
     kept in ``log_path``. The peak is the process's own high-water mark of resident memory,
     as the kernel reports it when the process is reaped (wait4's ru_maxrss): everything the
@@ -87,7 +92,8 @@ def run_process(label, command, log_path):
     stdout_path, stderr_path = log_path.with_suffix(".stdout"), log_path.with_suffix(".stderr")
     t0 = time.perf_counter()
     with open(stdout_path, "w") as out, open(stderr_path, "w") as err:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err, text=True, env=dict(os.environ))
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err, text=True,
+                                   env=dict(os.environ) if env is None else env)
         _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - t0
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -102,14 +108,16 @@ def run_process(label, command, log_path):
     return seconds, stdout, peak
 
 
-def run_one(framework, folder: Path, args):
+def run_one(framework, folder: Path, args, max_iters=None, eval_interval=None):
     out = folder / "run"
+    max_iters, eval_interval = max_iters or args.max_iters, eval_interval or args.eval_interval
     if framework == "tinygpt":
-        seconds, _, peak = run_process("tinygpt train", tinygpt_command(out, args.max_iters, args.eval_interval),
-                                       folder / "output.txt")
+        env = dict(os.environ, TINYGPT_CACHE=str(folder / "token-cache"))   # empty: tokenizing is timed
+        seconds, _, peak = run_process("tinygpt train", tinygpt_command(out, max_iters, eval_interval),
+                                       folder / "output.txt", env=env)
         best = tinygpt_best_val(out)
     else:
-        seconds, stdout, peak = run_process("torch_trainer.py", torch_command(out, args.max_iters, args.eval_interval,
+        seconds, stdout, peak = run_process("torch_trainer.py", torch_command(out, max_iters, eval_interval,
                                                                               args.threads), folder / "output.txt")
         best = json.loads(stdout.strip().splitlines()[-1])["best_val_loss"]
     return {"wall_s": round(seconds, 2), "best_val_loss": round(best, 4), "peak_mb": round(peak / 2**20, 1)}
@@ -117,7 +125,7 @@ def run_one(framework, folder: Path, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=1, help="runs of each (alternating which goes first)")
+    parser.add_argument("--pairs", type=int, default=3, help="runs of each (alternating which goes first; default 3)")
     parser.add_argument("--max-iters", type=int, default=2000, help="optimizer steps (the recipe: 2000)")
     parser.add_argument("--eval-interval", type=int, default=250, help="steps between evaluations (the recipe: 250)")
     parser.add_argument("--threads", type=int, default=2, help="threads for both (default 2)")
@@ -132,6 +140,12 @@ def main():
     root = Path(args.out_dir) if args.out_dir else Path(tempfile.mkdtemp(prefix="bench-recipe-"))
     runs = {"tinygpt": [], "torch": []}
     try:
+        for fw in ("tinygpt", "torch"):      # untimed: numba's cache, the OS's file cache
+            folder = root / f"warm-up-{fw}"
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            print(f"warm-up: {fw}, 2 steps, untimed ...", flush=True)
+            run_one(fw, folder, args, max_iters=2, eval_interval=1)
         for pair in range(args.pairs):
             order = ("tinygpt", "torch") if pair % 2 == 0 else ("torch", "tinygpt")
             for fw in order:

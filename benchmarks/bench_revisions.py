@@ -10,8 +10,9 @@ The base revision (and --new, if given; else this working tree) is extracted wit
 import path, imports autograd before NumPy (as the ``tinygpt`` command does), builds the
 model of the shape with seeded weights, runs --warmup steps and times --steps training
 steps (forward, backward, clip_grad_norm, AdamW on seeded random batches), and prints
-its milliseconds per step. The parent runs base, new, base, new, ... for --pairs pairs
-and prints each pair, then the median and min-max of the speed-up, base ms / new ms
+its milliseconds per step. The parent runs base, new, then new, base, ... (the order
+turns each pair, so that neither tree always runs first) for --pairs pairs and prints
+each pair, then the median and min-max of the speed-up, base ms / new ms
 (above 1: the new tree is faster), and of each tree's ms/step; the last line, as JSON.
 
 With ``--whole-run``, each process is instead a whole ``python -m tinygpt train`` of that
@@ -146,7 +147,7 @@ def whole_runs(base: Path, new: Path, args, tmp: Path) -> None:
         run_whole(root, tmp / f"warm-{name}", ["--max-iters", "2", "--eval-iters", "1"])
     runs = {"base": [], "new": []}
     for i in range(args.pairs):
-        for name, root in (("base", base), ("new", new)):
+        for name, root in pair_order(i, base, new):
             runs[name].append(run_whole(root, tmp / f"{name}-{i}", shlex.split(args.train_args)))
         b, n = runs["base"][-1], runs["new"][-1]
         print(f"  pair {i + 1}/{args.pairs}: base {b['steps']} steps in {b['run_s']:.1f} s (median step "
@@ -167,6 +168,13 @@ def whole_runs(base: Path, new: Path, args, tmp: Path) -> None:
           f"by the median step {_text(report['speedup_by_step_ms'], 3)}; by the wall time "
           f"{_text(report['speedup_by_wall_s'], 3)}")
     print(json.dumps(report))
+
+
+def pair_order(i, base, new):
+    """Pair i's (name, tree) in the order they run: base first in pairs 1, 3, ... (i = 0, 2, ...),
+    new first in pairs 2, 4, ..., so that neither always runs first."""
+    order = (("base", base), ("new", new))
+    return order if i % 2 == 0 else order[::-1]
 
 
 def _spread(values, digits):
@@ -212,8 +220,9 @@ def main():
               f"{args.base} against {args.new or 'the working tree'}, {args.pairs} alternating pairs", flush=True)
         base_ms, new_ms, speedups = [], [], []
         for i in range(args.pairs):
-            base_ms.append(run_child(base, args))
-            new_ms.append(run_child(new, args))
+            ms = {name: run_child(root, args) for name, root in pair_order(i, base, new)}
+            base_ms.append(ms["base"])
+            new_ms.append(ms["new"])
             speedups.append(base_ms[-1] / new_ms[-1])
             print(f"  pair {i + 1}/{args.pairs}: base {base_ms[-1]:.1f} ms, new {new_ms[-1]:.1f} ms, "
                   f"speed-up {speedups[-1]:.3f}", flush=True)

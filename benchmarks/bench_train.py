@@ -12,9 +12,15 @@ float32, dropout 0, the same thread count for all (every core, unless --threads)
 Process isolation: every timing runs in a fresh child process that holds one framework
 only (the tinygpt child never imports torch). The child builds its model from the same
 seeded weights and batch, runs --warmup steps, times --steps steps and prints their
-times as JSON. The parent starts the children one after another, alternating
-(tinygpt, torch-eager, torch-sdpa, tinygpt, ...), for --rounds rounds, so that a slow
-moment of the machine hits every framework alike. Why not alternate inside one
+times as JSON. The parent starts the children one after another, alternating, for
+--rounds rounds, so that a slow moment of the machine hits every framework alike; the
+order turns by one each round (tinygpt, eager, sdpa; then eager, sdpa, tinygpt; ...), so
+that no framework always runs first. The PyTorch
+children run with TINYGPT_MALLOC=0: they import autograd (for the shared weights), whose
+import would otherwise tune glibc's malloc for the whole process (autograd/backend.py),
+and PyTorch is timed as it runs for its users. The Hugging Face model is called with
+use_cache=False, as a training step would be (its default builds a KV cache it never
+uses). Why not alternate inside one
 process: after a step, a framework's BLAS/OpenMP threads keep spinning for a while and
 take the cores from the other framework's next step (on 2 cores the same SDPA step
 measured 52 ms in one order and 143 ms in another, 55 ms in its own process).
@@ -101,7 +107,7 @@ def make_steps(name, device, only=FRAMEWORKS):
                                  lr=1e-4, betas=(0.9, 0.95))
 
         def step_torch(model=model, topt=topt):
-            logits = model(input_ids=tx).logits
+            logits = model(input_ids=tx, use_cache=False).logits
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size), ty.reshape(-1))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -159,12 +165,28 @@ def peak_child():
     print(json.dumps({"peak_gflops": measure_matmul_peak(), "device_info": backend.device_info()}))
 
 
-def run_child(*args, device):
+def child_env(framework=None):
+    """The environment of a child: this one's (the thread variables set by threads.py), and
+    for a PyTorch child TINYGPT_MALLOC=0, so that importing autograd leaves its malloc as
+    PyTorch's users have it."""
+    env = dict(os.environ)
+    if framework is not None and framework != "tinygpt":
+        env["TINYGPT_MALLOC"] = "0"
+    return env
+
+
+def round_order(r, frameworks=FRAMEWORKS):
+    """The order of round ``r`` (from 0): ``frameworks`` turned by r places."""
+    k = r % len(frameworks)
+    return tuple(frameworks[k:]) + tuple(frameworks[:k])
+
+
+def run_child(*args, device, framework=None):
     """Run this script in a fresh process with ``args``; return the JSON of its last line.
 
     The child inherits the thread variables and the core pinning set by threads.py, and
-    gets the same --threads."""
-    env = dict(os.environ)
+    gets the same --threads; ``framework``: the one it runs, if any (see child_env)."""
+    env = child_env(framework)
     if device == "cuda":
         env["CUPY_TF32"] = "1"   # tinygpt's float32 matmuls on the GPU may use TF32, as torch's do
     result = subprocess.run([sys.executable, __file__, *args, "--threads", str(THREADS), "--device", device],
@@ -177,17 +199,18 @@ def run_child(*args, device):
 def measure_memory(name, device):
     out = {}
     for fw in FRAMEWORKS:
-        out[fw] = run_child("--memory-probe", name, fw, device=device)["peak_added_bytes"]
+        out[fw] = run_child("--memory-probe", name, fw, device=device, framework=fw)["peak_added_bytes"]
     return out
 
 
 def time_in_rounds(name, steps_n, warmup, device, rounds):
-    """{framework: [median step seconds of each round's child]}, children alternated."""
+    """{framework: [median step seconds of each round's child]}, children alternated, the
+    order turned each round (round_order)."""
     per_round = {fw: [] for fw in FRAMEWORKS}
     for r in range(rounds):
-        for fw in FRAMEWORKS:
+        for fw in round_order(r):
             child = run_child("--timing-child", name, fw, "--steps", str(steps_n), "--warmup", str(warmup),
-                              device=device)
+                              device=device, framework=fw)
             per_round[fw].append(statistics.median(child["step_s"]))
         line = "  ".join(f"{fw} {per_round[fw][-1] * 1e3:.1f} ms" for fw in FRAMEWORKS)
         print(f"  round {r + 1}/{rounds}: {line}", flush=True)
@@ -289,7 +312,8 @@ def main():
     peak = measured["peak_gflops"]
     print(f"float32 matmul peak, measured now (8192x768 @ 768x3072, {THREADS} threads): {peak:.0f} GFLOP/s "
           f"[{measured['device_info']}, torch {_torch_version()}]")
-    print(f"each framework in its own process, alternated, {args.rounds} rounds", flush=True)
+    print(f"each framework in its own process, alternated (the order turned each round), {args.rounds} rounds; "
+          f"PyTorch with TINYGPT_MALLOC=0", flush=True)
     results = []
     for name in names:
         print(f"timing {name} ...", flush=True)

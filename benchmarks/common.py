@@ -65,7 +65,15 @@ def hf_model(cfg: GPTConfig, ours: GPT2, attn: str):
                                      attn_implementation=attn)
     model = transformers.GPT2LMHeadModel(hf_cfg)
     state = {k: torch.from_numpy(np.array(v)) for k, v in to_hf_state_dict(ours.state_dict()).items()}
-    model.load_state_dict(state, strict=False)
+    # not strict: lm_head.weight is tied to wte (transformers ties them on construction) and
+    # not in the exported dict; any other name left out, or left over, is an error
+    result = model.load_state_dict(state, strict=False)
+    missing = set(result.missing_keys) - {"lm_head.weight"}
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f"weights not copied into the Hugging Face model: missing {sorted(missing)}, "
+                           f"unexpected {sorted(result.unexpected_keys)}")
+    if model.lm_head.weight.data_ptr() != model.transformer.wte.weight.data_ptr():
+        raise RuntimeError("the Hugging Face model's head is not tied to its token embedding")
     return model.float()
 
 

@@ -21,10 +21,21 @@ import sys
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
-def _threads_from_argv():
-    if "--threads" in sys.argv:
-        return int(sys.argv[sys.argv.index("--threads") + 1])
-    return os.cpu_count() or 1
+def _threads_from_argv(argv=None):
+    """N from ``--threads N`` or ``--threads=N`` (the last one given, as argparse reads
+    them), else every core. A value that is not an integer is left to the script's own
+    argparse, which says so."""
+    argv = sys.argv[1:] if argv is None else argv
+    found = None
+    for i, arg in enumerate(argv):
+        if arg == "--threads" and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif arg.startswith("--threads="):
+            found = arg.split("=", 1)[1]
+    try:
+        return int(found) if found is not None else os.cpu_count() or 1
+    except ValueError:
+        return os.cpu_count() or 1
 
 
 def configure(threads: int) -> int:

@@ -293,7 +293,7 @@ def train(args):
             "seconds": time.time() - t0, "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
-def main():
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     # the defaults are tinygpt's TrainConfig's, with the baby preset's shape
     parser.add_argument("--data", default=str(BUNDLED), help="a UTF-8 .txt file (default: the bundled Shakespeare)")
@@ -317,6 +317,11 @@ def main():
     parser.add_argument("--sample-tokens", type=int, default=80)
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--threads", type=int, default=THREADS, help="torch threads (default: every core)")
+    return parser
+
+
+def main():
+    parser = build_parser()
     args = parser.parse_args()
     if args.eval_interval < 1 or args.eval_iters < 1 or args.batch_size < 1 or args.max_iters < 0:
         parser.error("--eval-interval, --eval-iters and --batch-size must be at least 1, --max-iters at least 0")
