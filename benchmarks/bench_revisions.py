@@ -28,6 +28,13 @@ time, by the median step and by the wall time.
 
     python benchmarks/bench_revisions.py --base 16a28ea --whole-run --pairs 3
 
+``--base-env``/``--new-env`` set variables in one side's processes (``NAME=VALUE``; an empty
+VALUE removes the variable): with the same revision on both sides, a setting against
+another, e.g. the compiled loops and malloc's tuning switched off against on,
+
+    python benchmarks/bench_revisions.py --base HEAD --new HEAD --shape char \
+        --base-env "TINYGPT_MALLOC=0 TINYGPT_NUMBA=0"
+
 Shapes: ``default`` is ``tinygpt train`` with its defaults (GPT-2's BPE, vocabulary
 50257, 4 layers, 4 heads, 128 wide, context 128, batch 12); ``char`` is the README's
 character-level recipe (vocabulary 65, context 64). Both trees get the same thread
@@ -105,10 +112,34 @@ def extract(revision: str, into: Path) -> Path:
     return into
 
 
-def run_child(root: Path, args) -> float:
+def parse_env(text: str, flag: str) -> dict:
+    """``"A=1 B=2 C="`` -> {"A": "1", "B": "2", "C": None}: variables set in one side's
+    processes, an empty value removing the variable."""
+    changes = {}
+    for item in shlex.split(text or ""):
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"bench_revisions: {flag} takes NAME=VALUE items (an empty VALUE removes NAME), "
+                             f"got {item!r}")
+        changes[name] = value or None
+    return changes
+
+
+def side_env(changes: dict, base_env=None) -> dict:
+    """This process's environment (the thread variables of threads.py) with ``changes`` made."""
+    env = dict(os.environ if base_env is None else base_env)
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def run_child(root: Path, args, changes=None) -> float:
     out = subprocess.run([sys.executable, __file__, "--child", str(root), "--shape", args.shape,
                           "--warmup", str(args.warmup), "--steps", str(args.steps), "--threads", str(THREADS)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=side_env(changes or {}))
     if out.returncode != 0:
         raise SystemExit(f"bench_revisions: the step of {root} failed:\n{out.stderr[-3000:]}")
     report = json.loads(out.stdout.strip().splitlines()[-1])
@@ -117,11 +148,11 @@ def run_child(root: Path, args) -> float:
     return report["ms_per_step"]
 
 
-def run_whole(root: Path, out: Path, extra=()) -> dict:
+def run_whole(root: Path, out: Path, extra=(), changes=None) -> dict:
     """One ``python -m tinygpt train`` of the tree at ``root`` into ``out``; its times.
     The tree comes first on the import path twice over: as the working folder (``-m`` puts
     it first) and as PYTHONPATH."""
-    env = dict(os.environ, PYTHONPATH=str(root))
+    env = dict(side_env(changes or {}), PYTHONPATH=str(root))
     command = [sys.executable, "-m", "tinygpt", "train", "--out", str(out), "--no-progress", *extra]
     start = time.perf_counter()
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
@@ -141,14 +172,14 @@ def run_whole(root: Path, out: Path, extra=()) -> dict:
 
 
 def whole_runs(base: Path, new: Path, args, tmp: Path) -> None:
-    print(f"whole runs of tinygpt train {args.train_args or '(its defaults)'}, {THREADS} threads: {args.base} against "
-          f"{args.new or 'the working tree'}, {args.pairs} alternating pairs", flush=True)
+    print(f"whole runs of tinygpt train {args.train_args or '(its defaults)'}, {THREADS} threads: {sides(args)}, "
+          f"{args.pairs} alternating pairs", flush=True)
     for name, root in (("base", base), ("new", new)):
-        run_whole(root, tmp / f"warm-{name}", ["--max-iters", "2", "--eval-iters", "1"])
+        run_whole(root, tmp / f"warm-{name}", ["--max-iters", "2", "--eval-iters", "1"], args.env[name])
     runs = {"base": [], "new": []}
     for i in range(args.pairs):
         for name, root in pair_order(i, base, new):
-            runs[name].append(run_whole(root, tmp / f"{name}-{i}", shlex.split(args.train_args)))
+            runs[name].append(run_whole(root, tmp / f"{name}-{i}", shlex.split(args.train_args), args.env[name]))
         b, n = runs["base"][-1], runs["new"][-1]
         print(f"  pair {i + 1}/{args.pairs}: base {b['steps']} steps in {b['run_s']:.1f} s (median step "
               f"{b['step_ms']:.1f} ms, {b['outside_s']:.1f} s outside the steps, wall {b['wall_s']:.1f} s, val "
@@ -157,7 +188,7 @@ def whole_runs(base: Path, new: Path, args, tmp: Path) -> None:
               f"{b['run_s'] / n['run_s']:.3f} by the run, {b['step_ms'] / n['step_ms']:.3f} by the median step",
               flush=True)
     report = {"mode": "whole-run", "base": args.base, "new": args.new or "working tree", "threads": THREADS,
-              "pairs": args.pairs, "train_args": args.train_args}
+              "pairs": args.pairs, "train_args": args.train_args, "base_env": args.base_env, "new_env": args.new_env}
     for key, digits in (("run_s", 1), ("step_ms", 1), ("outside_s", 1), ("wall_s", 1), ("val_loss", 4)):
         report[key] = {name: _spread([r[key] for r in runs[name]], digits) for name in runs}
     for key in ("run_s", "step_ms", "wall_s"):
@@ -168,6 +199,14 @@ def whole_runs(base: Path, new: Path, args, tmp: Path) -> None:
           f"by the median step {_text(report['speedup_by_step_ms'], 3)}; by the wall time "
           f"{_text(report['speedup_by_wall_s'], 3)}")
     print(json.dumps(report))
+
+
+def sides(args) -> str:
+    """"16a28ea against the working tree", with each side's --base-env/--new-env."""
+    def side(name, revision):
+        extra = getattr(args, f"{name}_env")
+        return revision + (f" [{extra}]" if extra else "")
+    return f"{side('base', args.base)} against {side('new', args.new or 'the working tree')}"
 
 
 def pair_order(i, base, new):
@@ -201,8 +240,14 @@ def main():
     parser.add_argument("--train-args", default="",
                         help="with --whole-run: flags added to each timed `tinygpt train` (default: none, the "
                              "default run), e.g. \"--max-iters 50\"")
+    parser.add_argument("--base-env", default="",
+                        help="variables for the base's processes, \"NAME=VALUE ...\" (an empty VALUE removes "
+                             "NAME); with --base and --new the same revision, this compares settings, e.g. "
+                             "--base HEAD --new HEAD --base-env \"TINYGPT_NUMBA=0\"")
+    parser.add_argument("--new-env", default="", help="the same for the new tree's processes")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.env = {"base": parse_env(args.base_env, "--base-env"), "new": parse_env(args.new_env, "--new-env")}
     if args.child:
         child(args.child, args.shape, args.warmup, args.steps)
         return
@@ -216,18 +261,19 @@ def main():
         if args.whole_run:
             whole_runs(base, new, args, Path(tmp))
             return
-        print(f"{args.shape} step, {args.steps} timed steps per process, {THREADS} threads: "
-              f"{args.base} against {args.new or 'the working tree'}, {args.pairs} alternating pairs", flush=True)
+        print(f"{args.shape} step, {args.steps} timed steps per process, {THREADS} threads: {sides(args)}, "
+              f"{args.pairs} alternating pairs", flush=True)
         base_ms, new_ms, speedups = [], [], []
         for i in range(args.pairs):
-            ms = {name: run_child(root, args) for name, root in pair_order(i, base, new)}
+            ms = {name: run_child(root, args, args.env[name]) for name, root in pair_order(i, base, new)}
             base_ms.append(ms["base"])
             new_ms.append(ms["new"])
             speedups.append(base_ms[-1] / new_ms[-1])
             print(f"  pair {i + 1}/{args.pairs}: base {base_ms[-1]:.1f} ms, new {new_ms[-1]:.1f} ms, "
                   f"speed-up {speedups[-1]:.3f}", flush=True)
     report = {"shape": args.shape, "base": args.base, "new": args.new or "working tree", "threads": THREADS,
-              "pairs": args.pairs, "steps": args.steps, "base_ms": _spread(base_ms, 1), "new_ms": _spread(new_ms, 1),
+              "pairs": args.pairs, "steps": args.steps, "base_env": args.base_env, "new_env": args.new_env,
+              "base_ms": _spread(base_ms, 1), "new_ms": _spread(new_ms, 1),
               "speedup": _spread(speedups, 3), "speedup_per_pair": [round(x, 3) for x in speedups]}
     print(f"base ms/step {_text(report['base_ms'], 1)}; new ms/step {_text(report['new_ms'], 1)}; "
           f"speed-up (base / new) {_text(report['speedup'], 3)}")

@@ -64,6 +64,15 @@ def test_the_children_take_turns_and_pytorch_runs_with_its_own_malloc_and_the_th
         assert threads._threads_from_argv(["--threads=3"]) == 3
         assert threads._threads_from_argv(["--threads", "1", "--threads=2"]) == 2   # the last, as argparse
         assert threads._threads_from_argv(["--threads", "x"]) == (os.cpu_count() or 1)   # argparse says why
+        changes = bench_revisions.parse_env("TINYGPT_NUMBA=0 'X_Y=a b' OPENBLAS_CORETYPE=", "--base-env")
+        assert changes == {"TINYGPT_NUMBA": "0", "X_Y": "a b", "OPENBLAS_CORETYPE": None}, changes
+        env = bench_revisions.side_env(changes, {"OPENBLAS_CORETYPE": "Haswell", "KEEP": "1"})
+        assert env == {"TINYGPT_NUMBA": "0", "X_Y": "a b", "KEEP": "1"}, env
+        try:
+            bench_revisions.parse_env("NUMBA0", "--new-env")
+            raise AssertionError("a value-less item was taken")
+        except SystemExit as exc:
+            assert "--new-env" in str(exc) and "NUMBA0" in str(exc)
         print("ok")
     """)
     result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -234,6 +243,34 @@ def test_bench_revisions_times_each_tree_in_its_own_process_and_reports_the_spee
     for key in ("base_ms", "new_ms", "speedup"):
         assert 0 < report[key]["min"] <= report[key]["median"] <= report[key]["max"]
     assert "pair 2/2" in result.stdout
+
+
+def test_bench_revisions_compares_one_tree_under_two_settings():
+    _git_head_or_skip()
+    result = subprocess.run([sys.executable, "benchmarks/bench_revisions.py", "--base", "HEAD", "--new", "HEAD",
+                             "--base-env", "TINYGPT_NUMBA=0", "--shape", "char", "--pairs", "1", "--steps", "1",
+                             "--warmup", "0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["base_env"] == "TINYGPT_NUMBA=0" and report["new_env"] == ""
+    assert "HEAD [TINYGPT_NUMBA=0] against HEAD" in result.stdout
+    bad = subprocess.run([sys.executable, "benchmarks/bench_revisions.py", "--base", "HEAD", "--new-env", "oops"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--new-env" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bench_gemm_times_the_product_with_the_environments_kernels_and_openblas_own():
+    result = subprocess.run([sys.executable, "benchmarks/bench_gemm.py", "--size", "64,32,48", "--pairs", "2",
+                             "--seconds", "0.05"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["shape"] == [64, 32, 48] and report["pairs"] == 2
+    for side in ("environment", "own choice"):
+        assert report[side]["gflops"]["median"] > 0 and report[side]["kernels"]
+    assert "pair 2/2" in result.stdout
+    bad = subprocess.run([sys.executable, "benchmarks/bench_gemm.py", "--size", "64,32"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--size" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_bench_revisions_names_a_revision_git_does_not_know():
