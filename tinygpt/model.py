@@ -191,7 +191,9 @@ class GPT2(nn.Module):
         (row i: how much query i attends to each key); None, the default, costs nothing.
         """
         xp = backend.xp()
-        ids = ids.data if isinstance(ids, Tensor) else backend.asarray(ids)
+        ids = ids.data if isinstance(ids, Tensor) else ids
+        _check_host_range("token id", ids, self.config.vocab_size)
+        ids = backend.asarray(ids)
         if ids.ndim == 1:
             ids = ids[None, :]
         if ids.ndim != 2 or ids.shape[1] == 0:
@@ -211,7 +213,9 @@ class GPT2(nn.Module):
         x = tr.ln_f(x)                                                   # (B, T, C)
         if targets is not None:
             # the tied head and the loss in one kernel: the (B*T, V) logits are never kept
-            targets = targets.data if isinstance(targets, Tensor) else backend.asarray(targets)
+            targets = targets.data if isinstance(targets, Tensor) else targets
+            _check_host_range("target", targets, self.config.vocab_size, ignore=-1)
+            targets = backend.asarray(targets)
             if targets.ndim == 1:
                 targets = targets[None, :]
             if targets.shape != ids.shape:   # (T, B) for (B, T) has as many, in the wrong places
@@ -226,3 +230,24 @@ class GPT2(nn.Module):
 
     # GPT2.load, GPT2.from_pretrained, model.save and model.generate live in checkpoint.py,
     # hf.py and generate.py, which import this module; tinygpt/__init__.py attaches them.
+
+
+def _check_host_range(what: str, values, vocab: int, ignore=None) -> None:
+    """One TinyGPTError for an integer id outside [0, vocab) (``ignore``, -1 for targets, is
+    allowed), checked where the ids are on the host: a list, or a NumPy array (the trainer's
+    batches, on every device). Not for ids already on the GPU: reading them back would stall
+    it at every step; there the embedding's gather wraps such an id around (CuPy's indexing)
+    and the loss kernel gives its row a NaN loss (autograd/kernels/cuda/)."""
+    import numpy as np
+    if not isinstance(values, (np.ndarray, list, tuple)):
+        return
+    array = np.asarray(values)
+    if array.dtype.kind not in "iu" or array.size == 0:
+        return                          # the shape and kind checks below name those
+    bad = (array < 0) | (array >= vocab)
+    if ignore is not None:
+        bad &= array != ignore
+    if bad.any():
+        value = int(array[bad].flat[0])
+        allowed = f", or {ignore} for none" if ignore is not None else ""
+        raise TinyGPTError(f"{what} {value} is outside the model's vocabulary [0, {vocab}){allowed}")

@@ -312,6 +312,24 @@ def test_row_threads_with_one_element_a_thread_cover_the_row(monkeypatch):
         launch.LaunchConfig(max_row_threads=16, element_threads=8, max_blocks=3, row_elements=0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_softmax_xent_rows_gives_a_target_outside_the_vocabulary_a_nan_loss_and_leaves_other_rows_alone(dtype):
+    """A target of V (or a negative one other than an ignored row's 0) had read z[i, t] of
+    the next row, or past the array (the simulator's IndexError), with no sign of it."""
+    rows, vocab = 4, 7
+    z = randn(np.random.default_rng(6), (rows, vocab), dtype, scale=3.0)
+    targets, row_scale = np.array([2, vocab, -3, 6], dtype=np.int64), np.full(rows, 0.25, dtype=dtype)
+    z_dev, losses = to_device(z), to_device(np.zeros(rows))
+    cuda.softmax_xent_rows(z_dev, to_device(targets), to_device(row_scale), losses, True)
+    got, p = backend.to_numpy(losses), backend.to_numpy(z_dev)
+    assert np.isnan(got[1:3]).all() and np.isnan(p[1:3]).all()
+    z64 = z.astype(np.float64)[[0, 3]]
+    lse = np.log(np.exp(z64 - z64.max(axis=1, keepdims=True)).sum(axis=1)) + z64.max(axis=1)
+    assert_close(got[[0, 3]], lse - z64[[0, 1], [2, 6]], dtype, actual_dtype=np.float64)
+    ref = 0.25 * (np.exp(z64 - lse[:, None]) - np.eye(vocab)[[2, 6]])
+    assert_close(p[[0, 3]], ref, dtype)
+
+
 # ---------------------------------------------------------------------------- flash attention
 def attention_reference(q, k, v, g):
     """out, L (log of the softmax denominators), dq, dk, dv of causal attention, in float64,
@@ -346,6 +364,23 @@ def test_flash_attention_matches_the_attention_formulas(dtype, tq, tk, hs):
         assert_close(got, want, dtype)
 
 
+def test_flash_attention_backward_with_no_query_gives_zero_key_and_value_gradients():
+    """Tq = 0 (allowed by the attention's checks): no launch, and dk, dv had been returned
+    uninitialised (empty_like), where the reference's products over an empty axis give 0."""
+    rng = np.random.default_rng(15)
+    q, g = randn(rng, (1, 2, 0, 4), np.float32), randn(rng, (1, 2, 0, 4), np.float32)
+    k, v = randn(rng, (1, 2, 5, 4), np.float32), randn(rng, (1, 2, 5, 4), np.float32)
+    out, lse = to_device(np.zeros((1, 2, 0, 4), np.float32)), to_device(np.zeros((1, 2, 0), np.float32))
+    for _ in range(3):   # fresh empty arrays may come back zeroed by chance; garbage shows within a few
+        trash = [to_device(np.full((1, 2, 5, 4), 7.0, np.float32)) for _ in range(4)]
+        del trash
+        dq, dk, dv = cuda.flash_attention_backward(to_device(q), to_device(k), to_device(v), out, lse, to_device(g),
+                                                   0.5)
+        assert backend.to_numpy(dq).shape == (1, 2, 0, 4)
+        np.testing.assert_array_equal(backend.to_numpy(dk), 0.0)
+        np.testing.assert_array_equal(backend.to_numpy(dv), 0.0)
+
+
 # ---------------------------------------------------------------------------- embedding
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("ids", [[3, 0, 3, 3, 4, 0, 1], [1] * 6], ids=["repeated_ids", "one_id_everywhere"])
@@ -360,6 +395,20 @@ def test_embedding_backward_adds_every_repeated_id(dtype, ids):
     assert_close(dw_dev, ref, dtype)
     untouched = np.setdiff1d(np.arange(5), ids)
     np.testing.assert_array_equal(backend.to_numpy(dw_dev)[untouched], dw[untouched])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_embedding_backward_wraps_an_id_outside_the_table_as_the_forward_gather_does(dtype):
+    """CuPy's weight[ids] wraps an id of V or -1 around; the backward had added at row ids[n]
+    itself: past dW's end (another allocation on a GPU; the simulator's IndexError)."""
+    rng = np.random.default_rng(10)
+    ids = np.array([5, -1, 7, 2, -6], dtype=np.int64)                  # V = 5: rows 0, 4, 2, 2, 4
+    g2, dw = randn(rng, (len(ids), 3), dtype), np.zeros((5, 3), dtype)
+    dw_dev = to_device(dw)
+    cuda.embedding_backward(to_device(ids), to_device(g2), dw_dev)
+    ref = np.zeros((5, 3))
+    np.add.at(ref, ids % 5, g2.astype(np.float64))
+    assert_close(dw_dev, ref, dtype)
 
 
 def test_embedding_backward_adds_through_atomics_in_the_simulator(monkeypatch):

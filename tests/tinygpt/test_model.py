@@ -221,6 +221,31 @@ def test_targets_of_another_shape_or_kind_are_refused():
     assert model(x[0], y[0])[1] is not None           # one sequence and its targets, 1-D both
 
 
+def test_ids_and_targets_outside_the_vocabulary_are_refused_on_the_host():
+    """Checked before the arrays go to the device, so that on a GPU (where the kernels do not
+    read the ids back) the trainer's batches are checked too; on the CPU it had been the
+    embedding kernel's IndexError."""
+    from tinygpt import TinyGPTError
+    backend.seed(0)
+    model = GPT2(SMALL)
+    x, y = batch(B=2, T=4)
+    V = SMALL.vocab_size
+    bad = x.copy()
+    bad[1, 2] = V
+    with pytest.raises(TinyGPTError, match=rf"token id {V} is outside the model's vocabulary \[0, {V}\)"):
+        model(bad)
+    with pytest.raises(TinyGPTError, match="token id -2 is outside"):
+        model([[1, -2, 3]])
+    for value in (V, -2):
+        wrong = y.copy()
+        wrong[0, 0] = value
+        with pytest.raises(TinyGPTError, match=rf"target {value} is outside .* or -1 for none"):
+            model(x, wrong)
+    ignored = y.copy()
+    ignored[0, :2] = -1                                  # -1: no target at those positions
+    assert np.isfinite(float(model(x, ignored)[1].data))
+
+
 def test_a_prompt_of_ids_must_be_whole_numbers():
     from tinygpt import TinyGPTError
     from tinygpt.generate import generate_ids

@@ -9,6 +9,11 @@ One block per row i of the logits z (rows, V), three passes over the row:
 and, when the gradient is wanted, z_i is overwritten in place by
     P_ij   = s_i (softmax(z_i)_j - [j == t_i]),    softmax(z_i)_j = exp(z_ij - lse_i)
 where s_i is the row's scale (1/n for a kept row, 0 for an ignored one).
+
+A target outside [0, V) (the CPU body raises; here that would mean reading the GPU back
+at every step) makes the row's loss NaN, and its gradient row NaN: a wrong target shows
+as a NaN loss, where reading z[i, t] would have taken a logit of another row, or of
+memory past the array. Ignored rows reach this kernel with target 0.
 """
 from __future__ import annotations
 
@@ -36,11 +41,12 @@ def softmax_xent_rows(z, targets, row_scale, write_grad, losses):
         part += math.exp(z[i, j] - m)
     lse = m + math.log(block_sum(part, scratch))
     t = targets[i]
+    inside = t >= 0 and t < V
     if tid == 0:
-        losses[i] = lse - z[i, t]
+        losses[i] = lse - z[i, t] if inside else math.nan
     if write_grad:
         cuda.syncthreads()                     # thread 0 has read z[i, t] before it is overwritten
-        s = row_scale[i]
+        s = row_scale[i] if inside else real(math.nan)
         for j in range(tid, V, step):
             p = math.exp(z[i, j] - lse)        # softmax(z_i)_j
             if j == t:
