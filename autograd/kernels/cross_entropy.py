@@ -82,16 +82,21 @@ class CrossEntropy(Function):
 
     @staticmethod
     def forward_cuda(ctx, z, targets, ignore_index=-1):
-        """The same, without the range check (it would read the GPU back at every call)."""
-        return _forward(ctx, z, *_targets(z, targets, ignore_index))
+        """The same, without the range check (it would read the GPU back at every call): a
+        kept target outside [0, V) makes the loss NaN instead (CuPy's indexing would wrap it
+        around to another column without a sign), as in the fused head's CUDA kernel."""
+        targets, keep = _targets(z, targets, ignore_index)
+        return _forward(ctx, z, targets, keep, nan_outside=True)
 
     backward_cuda = backward
 
 
-def _forward(ctx, z, targets, keep):
+def _forward(ctx, z, targets, keep, nan_outside=False):
     xp = backend.xp()
     n_rows, vocab = z.shape
-    safe_targets = xp.where(keep, targets, 0)                     # ignored rows read column 0
+    outside = keep & ((targets < 0) | (targets >= vocab)) if nan_outside else None
+    inside = keep if outside is None else keep & ~outside
+    safe_targets = xp.where(inside, targets, 0)                   # ignored rows read column 0
     lse = xp.empty(n_rows, dtype=z.dtype)                         # (N,)
     for a, b in _chunks(n_rows, vocab):
         block = z[a:b]                                            # (rows, V)
@@ -102,6 +107,8 @@ def _forward(ctx, z, targets, keep):
     picked = z[xp.arange(n_rows), safe_targets]                   # (N,), z_{i, t_i}
     n_kept = keep.sum()
     per_row = xp.where(keep, lse - picked, 0)
+    if outside is not None:                                       # on the device, nothing read back
+        per_row = xp.where(outside, xp.nan, per_row)
     loss = per_row.sum() / xp.maximum(n_kept, 1)
     ctx.save_for_backward(z, lse, safe_targets, keep, n_kept)
     return xp.asarray(loss, dtype=z.dtype)

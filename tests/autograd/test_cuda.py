@@ -54,6 +54,19 @@ def test_kernels_hand_their_work_to_cuda_when_cupy_is_active(fake_cuda, call, ex
         call()
 
 
+def test_cross_entropys_cuda_body_makes_a_target_outside_the_vocabulary_a_nan_loss(fake_cuda):
+    """Its CUDA body (CuPy operations; NumPy here) does not read the targets back to check
+    them: a target of -3 had wrapped around to column V-3 with a finite loss."""
+    z = np.random.default_rng(1).standard_normal((3, 5))
+    good = F.cross_entropy(Tensor(z), np.array([0, 4, -1]))
+    backend.kernel_device = lambda: "cpu"
+    reference = F.cross_entropy(Tensor(z), np.array([0, 4, -1]))
+    backend.kernel_device = lambda: "cuda"
+    assert np.isclose(float(good.data), float(reference.data), rtol=1e-12)   # the same arithmetic
+    for bad in (5, -3):
+        assert np.isnan(float(F.cross_entropy(Tensor(z), np.array([0, bad, -1])).data)), bad
+
+
 def test_embedding_backward_and_adamw_dispatch_to_cuda(fake_cuda, monkeypatch):
     w = _rand(5, 3)
     out = F.embedding(np.array([1, 1, 4]), w)
