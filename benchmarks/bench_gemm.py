@@ -13,7 +13,7 @@ first turns each pair). A process multiplies an (M, K) by a (K, N) float32 matri
 preallocated result, once untimed, then for --seconds, and prints the median and the
 fastest call as GFLOP/s (2 M N K flops a product) with the kernels' name as OpenBLAS
 reports it. Printed: each pair, then the median and min-max over the pairs of each.
-Both at the same thread count (threads.py; 2 by default here: --threads).
+Both at the same thread count (threads.py: --threads, every core by default).
 """
 from __future__ import annotations
 

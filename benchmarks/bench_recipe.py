@@ -23,7 +23,7 @@ into its on-disk cache there, as on a user's first run (README gives that time),
 the operating system's file cache holds both frameworks' libraries alike. The two run
 back to back, one at a time; the order alternates (tinygpt first in pair 1, PyTorch
 first in pair 2, ...). Both at the same thread count
-(--threads, 2 by default): OMP/OPENBLAS/MKL_NUM_THREADS for the children, torch's
+(--threads, 2 by default): OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS for the children, torch's
 set_num_threads in the PyTorch trainer, and with fewer threads than cores both are
 pinned to the same first cores (see threads.py).
 

@@ -30,7 +30,10 @@ time, by the median step and by the wall time.
 
 ``--base-env``/``--new-env`` set variables in one side's processes (``NAME=VALUE``; an empty
 VALUE removes the variable): with the same revision on both sides, a setting against
-another, e.g. the compiled loops and malloc's tuning switched off against on,
+another, e.g. the compiled loops and malloc's tuning switched off against on (the thread
+counts are not settings for these flags: a step child sets them again from --threads; and
+OPENBLAS_THREAD_TIMEOUT removed is set back to 20 by threads.py and by autograd, so give
+it a value, 28 being OpenBLAS's default),
 
     python benchmarks/bench_revisions.py --base HEAD --new HEAD --shape char \
         --base-env "TINYGPT_MALLOC=0 TINYGPT_NUMBA=0"

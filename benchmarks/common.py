@@ -65,8 +65,9 @@ def hf_model(cfg: GPTConfig, ours: GPT2, attn: str):
                                      attn_implementation=attn)
     model = transformers.GPT2LMHeadModel(hf_cfg)
     state = {k: torch.from_numpy(np.array(v)) for k, v in to_hf_state_dict(ours.state_dict()).items()}
-    # not strict: lm_head.weight is tied to wte (transformers ties them on construction) and
-    # not in the exported dict; any other name left out, or left over, is an error
+    # checked here rather than by strict=True: lm_head.weight, tied to wte (transformers ties
+    # them on construction), may be left out of the dict; any other name left out, or left
+    # over, is an error
     result = model.load_state_dict(state, strict=False)
     missing = set(result.missing_keys) - {"lm_head.weight"}
     if missing or result.unexpected_keys:

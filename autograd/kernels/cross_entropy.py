@@ -84,7 +84,9 @@ class CrossEntropy(Function):
     def forward_cuda(ctx, z, targets, ignore_index=-1):
         """The same, without the range check (it would read the GPU back at every call): a
         kept target outside [0, V) makes the loss NaN instead (CuPy's indexing would wrap it
-        around to another column without a sign), as in the fused head's CUDA kernel."""
+        around to another column without a sign), as in the fused head's CUDA kernel. The
+        gradient of such a row is not meaningful (its target is taken as 0 there): the NaN
+        loss is the sign, and the trainer stops on it."""
         targets, keep = _targets(z, targets, ignore_index)
         return _forward(ctx, z, targets, keep, nan_outside=True)
 
