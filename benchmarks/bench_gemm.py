@@ -28,7 +28,6 @@ import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
-import time  # noqa: E402
 
 
 def child(m: int, k: int, n: int, seconds: float) -> None:
@@ -41,12 +40,8 @@ def child(m: int, k: int, n: int, seconds: float) -> None:
     a = rng.standard_normal((m, k), dtype=np.float32)
     b = rng.standard_normal((k, n), dtype=np.float32)
     out = np.empty((m, n), dtype=np.float32)
-    np.matmul(a, b, out=out)
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 5:
-        t0 = time.perf_counter()
-        np.matmul(a, b, out=out)
-        times.append(time.perf_counter() - t0)
+    from common import call_times
+    times = call_times(lambda: np.matmul(a, b, out=out), seconds, at_least=5)
     flops = 2.0 * m * n * k
     print(json.dumps({"kernels": backend.blas_kernel(), "median_gflops": flops / statistics.median(times) / 1e9,
                       "best_gflops": flops / min(times) / 1e9, "calls": len(times)}))

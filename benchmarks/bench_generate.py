@@ -69,7 +69,7 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-from common import TRAIN_CONFIGS, hf_model, step_peak_bytes, tiny_gpt  # noqa: E402
+from common import TRAIN_CONFIGS, call_times, hf_model, step_peak_bytes, tiny_gpt  # noqa: E402
 
 PROMPT, NEW = 16, 100
 CHILDREN = ("tinygpt", "hf-generate")
@@ -85,13 +85,7 @@ def gemv_calls(w, seconds):
     """Times of ``W @ x`` calls (W (V, C) float32, x (C,)) made back to back for ``seconds``."""
     x = np.random.default_rng(1).standard_normal(w.shape[1], dtype=np.float32)   # (C,)
     out = np.empty(w.shape[0], dtype=np.float32)                                 # (V,)
-    np.matmul(w, x, out=out)
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 10:
-        t0 = time.perf_counter()
-        np.matmul(w, x, out=out)
-        times.append(time.perf_counter() - t0)
-    return times
+    return call_times(lambda: np.matmul(w, x, out=out), seconds, at_least=10)
 
 
 def generate_child(name, framework, repeats):

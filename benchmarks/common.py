@@ -50,6 +50,18 @@ def measure_matmul_peak(seconds=3.0) -> float:
     return 2 * 8192 * 768 * 3072 / best / 1e9
 
 
+def call_times(fn, seconds: float, at_least: int) -> list:
+    """Seconds of each call of ``fn()``, made back to back for ``seconds`` and at least
+    ``at_least`` times (after one untimed call)."""
+    fn()
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < at_least:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def tiny_gpt(cfg: GPTConfig, seed=0):
     backend.seed(seed)
     return GPT2(cfg)
