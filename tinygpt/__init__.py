@@ -61,7 +61,9 @@ def _save(self, path):
 
 def _generate_text(self, prompt="", max_length=100, temperature=0.8, top_k=None, top_p=None, seed=None,
                    max_new_tokens=None, stop_at_eot=True):
-    """The prompt followed by up to ``max_length`` new tokens, as text.
+    """The prompt followed by up to ``max_length`` new tokens, as text (for a character
+    model, the prompt without the characters outside its alphabet: the text the new tokens
+    follow; one warning names them).
 
     ``prompt`` is text (or a list of token ids). ``max_new_tokens``, when given, is used
     instead of ``max_length`` (its synonym); either must be at least 1. Sampling:

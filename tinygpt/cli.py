@@ -221,12 +221,13 @@ def _load(args):
 
 
 def _cmd_generate(args):
-    from .generate import sample_seed, stream_text
+    from .generate import prompt_as_seen, sample_seed, stream_text
 
     model = _load(args)
     # bytes of the command line that are not UTF-8 arrive as lone surrogates, which cannot be
     # printed or tokenized: U+FFFD for each, as the corpus reader would refuse them
     prompt = args.prompt.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    prompt = prompt_as_seen(model, prompt)   # warns now, before the echo, of characters left out
     if args.num_samples > 1 and args.temperature == 0:
         print(f"note: --temperature 0 always takes the most likely token: the {args.num_samples} samples will be "
               "the same", file=sys.stderr)

@@ -299,7 +299,22 @@ def stream_text(model, prompt, **kwargs):
         yield tail
 
 
+def prompt_as_seen(model, prompt):
+    """A text prompt as the model sees it. For a character model: without the characters
+    outside its alphabet (encode leaves them out, with one warning), so that a prompt shown
+    in front of a continuation is the text the continuation followed. Other prompts (GPT-2's
+    BPE reads any text; a list of ids) are returned as they are."""
+    tokenizer = model.tokenizer
+    if isinstance(prompt, str) and getattr(tokenizer, "kind", None) == "char":
+        return tokenizer.decode(tokenizer.encode(prompt))
+    return prompt
+
+
 def generate_text(model, prompt="", max_new_tokens=100, **kwargs) -> str:
-    """The prompt followed by the generated continuation, as one string."""
+    """The prompt (as the model saw it: prompt_as_seen) followed by the generated
+    continuation, as one string."""
+    if model.tokenizer is None:
+        raise no_tokenizer_error(model)
+    prompt = prompt_as_seen(model, prompt)
     text = "".join(stream_text(model, prompt, max_new_tokens=max_new_tokens, **kwargs))
     return (prompt if isinstance(prompt, str) else model.tokenizer.decode(prompt)) + text

@@ -238,7 +238,7 @@ def test_a_model_with_another_vocabulary_and_no_tokenizer_says_how_to_pass_one()
     with pytest.raises(TinyGPTError, match=r"no tokenizer .*vocabulary of 65.*GPT2\(config, tokenizer=\.\.\.\)"):
         model.generate("Once upon a time", max_length=5)
     model.tokenizer = CharTokenizer([chr(32 + i) for i in range(65)])   # 65 characters for 65 ids
-    assert model.generate("Once upon a time", max_length=5).startswith("Once upon a time")
+    assert model.generate("ONCE UPON A TIME", max_length=5).startswith("ONCE UPON A TIME")   # upper case: in it
 
 
 @pytest.mark.parametrize("flag,chat_command,value,setting", [
@@ -390,3 +390,15 @@ def test_a_seed_past_floats_range_is_a_seed_like_any_other():
     for bad in (float("nan"), float("inf"), -1, 1.5):
         with pytest.raises(SamplingError, match="seed"):
             check_seed(bad)
+
+
+def test_a_char_models_text_begins_with_the_prompt_it_saw(capsys):
+    """Characters outside the alphabet are left out of what the model reads; the text handed
+    back had begun with the prompt as typed, as if the continuation had followed them."""
+    model = char_model()
+    typed = model.generate("hear é me☃", max_length=6, temperature=0)
+    assert "not in the model's alphabet" in capsys.readouterr().err
+    clean = model.generate("hear  me", max_length=6, temperature=0)
+    assert typed == clean and typed.startswith("hear  me") and len(typed) == len("hear  me") + 6
+    ids = model.tokenizer.encode("hear")
+    assert generate_text(model, ids, max_new_tokens=2, temperature=0).startswith("hear")   # ids: decoded as they are

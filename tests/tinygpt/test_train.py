@@ -290,6 +290,13 @@ def test_train_then_generate_chat_and_load_end_to_end(corpus, tmp_path):
                           "--max-new-tokens", "20", "--seed", "1"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert gen.returncode == 0, gen.stderr
     assert gen.stdout.startswith("All:") and len(gen.stdout) >= 20
+    # characters outside a char model's alphabet: warned about, and not echoed as if the
+    # continuation had followed them (it follows "All:")
+    odd = subprocess.run([sys.executable, "-m", "tinygpt", "generate", "--checkpoint", str(out), "--prompt", "Allé☃:",
+                          "--max-new-tokens", "20", "--seed", "1"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert odd.returncode == 0, odd.stderr
+    assert odd.stdout == gen.stdout                     # the same text seen, the same seed: the same sample
+    assert "not in the model's alphabet" in odd.stderr and "é" in odd.stderr and "☃" in odd.stderr
     chat = subprocess.run([sys.executable, "-m", "tinygpt", "chat", "--checkpoint", str(out), "--max-new-tokens", "10"],
                           input="Speak, speak.\n/quit\n", cwd=ROOT, capture_output=True, text=True, env=env)
     assert chat.returncode == 0, chat.stderr
