@@ -35,6 +35,8 @@ Without a GPU, the same kernels run in numba's CUDA simulator on NumPy arrays
 """
 from __future__ import annotations
 
+import math
+
 from ... import backend
 from . import launch
 
@@ -192,10 +194,8 @@ def adamw_step(p, g, m, v, lr, beta1, beta2, eps, decay, step_size, bc2_sqrt):
 
 def _heads(a, hs):
     """(B, nh, T, hs) -> a C-contiguous (B*nh, T, hs)."""
-    heads = 1
-    for n in a.shape[:-2]:
-        heads *= n
-    return backend.xp().ascontiguousarray(a).reshape(heads, a.shape[-2], hs)   # -1 is ambiguous for 0 rows
+    heads = math.prod(a.shape[:-2])            # not -1: ambiguous when T is 0
+    return backend.xp().ascontiguousarray(a).reshape(heads, a.shape[-2], hs)
 
 
 def flash_attention_forward(q, k, v, scale):
@@ -225,11 +225,11 @@ def flash_attention_backward(q, k, v, out, lse, g, scale):
     lse3 = xp.ascontiguousarray(lse).reshape(q3.shape[:2])
     d = (g3 * o3).sum(axis=-1)                 # D_i = dout_i . out_i, (BH, Tq)
     dq, dk, dv = xp.empty_like(q3), xp.empty_like(k3), xp.empty_like(v3)
+    rows = launch.flash_rows()
     if not q3.size:                            # no query: no key or value sent anything
         dk[...] = 0
         dv[...] = 0
-    rows = launch.flash_rows()
-    if q3.size:
+    else:
         fa.backward_dq[(q3.shape[0], -(-q3.shape[1] // rows)), rows](q3, k3, v3, g3, lse3, d, dq, real.type(scale))
         fa.backward_dkdv[(k3.shape[0], -(-k3.shape[1] // rows)), rows](q3, k3, v3, g3, lse3, d, dk, dv,
                                                                         real.type(scale))
